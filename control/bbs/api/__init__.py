@@ -1,0 +1,1 @@
+"""The BBS HTTP API (FastAPI): routes, error mapping, body limits, SSE."""

@@ -1,0 +1,1 @@
+"""Event stream derived from etcd watches (see hub.py)."""

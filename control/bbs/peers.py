@@ -1,0 +1,111 @@
+"""The BBS's view of the processes it calls: the auctioneer, the reps, and the cell registry.
+
+Declared as small Protocols next to their consumer (the controllers); the HTTP
+implementations live here too. Calls to peers are best effort: a failed auction request is
+logged and left to convergence to re-send (reference §2.7, §5.2), exactly as Diego does.
+"""
+from __future__ import annotations
+
+import ssl
+from typing import Protocol
+
+import httpx
+import structlog
+
+from control.kit.etcd import Etcd
+from control.models.auction import LRPStartRequest, TaskStartRequest
+from control.models.cell import CellPresence
+
+from .store.keys import Keys
+
+log = structlog.get_logger("bbs.peers")
+
+
+class AuctioneerClient(Protocol):
+    async def request_lrp_auctions(self, requests: list[LRPStartRequest]) -> None: ...
+
+    async def request_task_auctions(self, requests: list[TaskStartRequest]) -> None: ...
+
+
+class RepClient(Protocol):
+    async def stop_lrp_instance(self, cell: CellPresence, process_guid: str, instance_guid: str) -> None: ...
+
+    async def cancel_task(self, cell: CellPresence, task_guid: str) -> None: ...
+
+
+class CellDirectory(Protocol):
+    async def cells(self) -> list[CellPresence]: ...
+
+    async def cell(self, cell_id: str) -> CellPresence | None: ...
+
+
+class NullAuctioneer:
+    """Used when no auctioneer is configured (before the auctioneer joins the cluster):
+    requests are logged, and convergence re-sends them once an auctioneer exists."""
+
+    async def request_lrp_auctions(self, requests: list[LRPStartRequest]) -> None:
+        log.info("auction-request-dropped", kind="lrp", count=len(requests), reason="no auctioneer configured")
+
+    async def request_task_auctions(self, requests: list[TaskStartRequest]) -> None:
+        log.info("auction-request-dropped", kind="task", count=len(requests), reason="no auctioneer configured")
+
+
+class HTTPAuctioneer:
+    def __init__(self, url: str, tls: ssl.SSLContext | None, timeout_s: float = 10.0) -> None:
+        self._url = url.rstrip("/")
+        self._tls = tls
+        self._timeout = timeout_s
+
+    async def _post(self, path: str, body: list[dict[str, object]]) -> None:
+        try:
+            async with httpx.AsyncClient(verify=self._tls or True, timeout=self._timeout) as client:
+                resp = await client.post(self._url + path, json=body)
+                resp.raise_for_status()
+        except httpx.HTTPError as exc:
+            log.warning("auction-request-failed", path=path, count=len(body), error=str(exc))
+
+    async def request_lrp_auctions(self, requests: list[LRPStartRequest]) -> None:
+        await self._post("/v1/lrps/auctions", [r.model_dump(mode="json") for r in requests])
+
+    async def request_task_auctions(self, requests: list[TaskStartRequest]) -> None:
+        await self._post("/v1/tasks/auctions", [r.model_dump(mode="json") for r in requests])
+
+
+class HTTPRepClient:
+    def __init__(self, tls: ssl.SSLContext | None, timeout_s: float = 10.0) -> None:
+        self._tls = tls
+        self._timeout = timeout_s
+
+    async def _post(self, cell: CellPresence, path: str) -> None:
+        base = (cell.rep_url or f"http://{cell.rep_address}").rstrip("/")
+        async with httpx.AsyncClient(verify=self._tls or True, timeout=self._timeout) as client:
+            resp = await client.post(base + path)
+            resp.raise_for_status()
+
+    async def stop_lrp_instance(self, cell: CellPresence, process_guid: str, instance_guid: str) -> None:
+        await self._post(cell, f"/v1/lrps/{process_guid}/instances/{instance_guid}/stop")
+
+    async def cancel_task(self, cell: CellPresence, task_guid: str) -> None:
+        await self._post(cell, f"/v1/tasks/{task_guid}/cancel")
+
+
+class EtcdCellDirectory:
+    """Cell presences kept in etcd under <prefix>/cells/<cell_id>, each bound to its rep's lease."""
+
+    def __init__(self, etcd: Etcd, keys: Keys) -> None:
+        self._etcd = etcd
+        self._keys = keys
+
+    async def cells(self) -> list[CellPresence]:
+        kvs, _ = await self._etcd.range(self._keys.cells)
+        out = []
+        for kv in kvs:
+            try:
+                out.append(CellPresence.model_validate_json(kv.value))
+            except ValueError:
+                log.warning("invalid-cell-presence", key=kv.key.decode(errors="replace"))
+        return out
+
+    async def cell(self, cell_id: str) -> CellPresence | None:
+        kv = await self._etcd.get(self._keys.cell(cell_id))
+        return None if kv is None else CellPresence.model_validate_json(kv.value)

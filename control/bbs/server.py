@@ -1,0 +1,119 @@
+"""Composition root of the BBS process: builds every object from the config and runs them as
+supervised members (etcd connection → event hub → callback worker → API server)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Iterator
+from typing import Any
+
+import structlog
+import uvicorn
+
+from control.kit.clock import Clock, SystemClock, new_guid
+from control.kit.etcd import Etcd
+from control.kit.supervisor import Runner, run_members
+from control.kit.tls import client_context
+
+from .api.app import create_app
+from .api.deps import Services
+from .config import BBSConfig
+from .controllers.callbacks import CallbackWorker
+from .controllers.lrp_controller import LRPController
+from .controllers.task_controller import TaskController
+from .events.hub import EventHub
+from .peers import (AuctioneerClient, EtcdCellDirectory, HTTPAuctioneer, HTTPRepClient,
+                    NullAuctioneer, RepClient)
+from .store.domain_store import DomainStore
+from .store.keys import Keys
+from .store.lrp_store import LRPStore
+from .store.task_store import TaskStore
+
+log = structlog.get_logger("bbs")
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the supervisor owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class APIServer:
+    """Runs a uvicorn server as a supervised member; ready once it listens."""
+
+    def __init__(self, app: Any, cfg: BBSConfig) -> None:
+        kwargs: dict[str, Any] = {}
+        if not cfg.plain_http:
+            kwargs = dict(ssl_certfile=cfg.server_cert, ssl_keyfile=cfg.server_key, ssl_ca_certs=cfg.ca_cert,
+                          ssl_cert_reqs=ssl.CERT_REQUIRED if cfg.require_client_cert else ssl.CERT_OPTIONAL)
+        self.config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_config=None, access_log=False,
+                                     lifespan="off", timeout_graceful_shutdown=2, **kwargs)
+        self.server = _QuietServer(self.config)
+
+    async def run(self, ready: asyncio.Event) -> None:
+        serving = asyncio.ensure_future(self.server.serve())
+        try:
+            while not self.server.started:
+                if serving.done():
+                    await serving
+                    raise RuntimeError("API server stopped before it started listening")
+                await asyncio.sleep(0.01)
+            ready.set()
+            await asyncio.shield(serving)
+        finally:
+            self.server.should_exit = True
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await serving
+
+
+class EtcdConnection:
+    def __init__(self, etcd: Etcd) -> None:
+        self.etcd = etcd
+
+    async def run(self, ready: asyncio.Event) -> None:
+        await self.etcd.connect()
+        ready.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.etcd.close()
+
+
+class BBS:
+    """Everything one BBS process holds; `members()` lists what the supervisor runs."""
+
+    def __init__(self, cfg: BBSConfig, clock: Clock | None = None,
+                 auctioneer: AuctioneerClient | None = None, reps: RepClient | None = None) -> None:
+        self.cfg = cfg
+        self.clock = clock or SystemClock()
+        self.keys = Keys(cfg.key_prefix)
+        self.etcd = Etcd(cfg.etcd_endpoints, timeout_s=cfg.etcd_timeout.total_seconds())
+        peer_tls = client_context(cfg.ca_cert, cfg.client_cert, cfg.client_key) if cfg.ca_cert else None
+        if auctioneer is None:
+            auctioneer = HTTPAuctioneer(cfg.auctioneer_url, peer_tls) if cfg.auctioneer_url else NullAuctioneer()
+        self.cells = EtcdCellDirectory(self.etcd, self.keys)
+        reps = reps or HTTPRepClient(peer_tls)
+        self.lrps = LRPController(LRPStore(self.etcd, self.keys), auctioneer, reps, self.cells, self.clock, new_guid)
+        self.callbacks: CallbackWorker
+        self.tasks = TaskController(TaskStore(self.etcd, self.keys), auctioneer, reps, self.cells, self.clock,
+                                    on_completed=lambda task: self.callbacks.submit(task),
+                                    max_retries=cfg.max_task_retries)
+        self.callbacks = CallbackWorker(self.tasks, workers=cfg.callback_workers,
+                                        timeout_s=cfg.callback_timeout.total_seconds())
+        self.domains = DomainStore(self.etcd, self.keys)
+        self.hub = EventHub(self.etcd, self.keys, max_pending=cfg.event_buffer)
+        services = Services(lrps=self.lrps, tasks=self.tasks, domains=self.domains, cells=self.cells,
+                            hub=self.hub, clock=self.clock)
+        self.asgi, self.app = create_app(services, cfg.max_request_bytes)
+        self.api = APIServer(self.asgi, cfg)
+
+    def members(self) -> list[tuple[str, Runner]]:
+        return [("etcd", EtcdConnection(self.etcd)), ("events", self.hub),
+                ("callbacks", self.callbacks), ("api", self.api)]
+
+    async def run(self) -> None:
+        log.info("bbs-starting", listen=self.cfg.listen_address, etcd=self.cfg.etcd_endpoints)
+        await run_members(self.members())

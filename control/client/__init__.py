@@ -1,0 +1,1 @@
+"""Typed async BBS client used by every other component and the CLI."""
