@@ -167,6 +167,9 @@ def run_verb(args: Namespace) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into `head` and friends
+        sys.stderr.close()
+        return 0
     except Exception as exc:
         from .connection import ConnectionError_
         if isinstance(exc, ConnectionError_):

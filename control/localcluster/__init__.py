@@ -1,0 +1,1 @@
+"""`pydiego cluster up|down|status`: a complete pydiego cluster on one machine."""

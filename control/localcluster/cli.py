@@ -1,0 +1,55 @@
+"""Argument handling and output of `pydiego cluster up|down|status`."""
+from __future__ import annotations
+
+import json
+import sys
+from argparse import Namespace
+from dataclasses import asdict
+from pathlib import Path
+
+from control.cli.connection import default_cluster_dir
+
+from . import cluster
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def run_cluster(args: Namespace) -> int:
+    directory = Path(args.dir) if args.dir else default_cluster_dir()
+    try:
+        if args.action == "up":
+            if args.cells:
+                _progress("note: cells (reps) join the local cluster with the rep component; starting the control plane only")
+            state = cluster.up(directory, _progress, base_port=args.base_port)
+            print(f"cluster ready in {state.directory}\n  BBS: {state.bbs_url}\n"
+                  f"  try: pydiego domains{'' if directory == default_cluster_dir() else f' --dir {directory}'}")
+            return 0
+        if args.action == "down":
+            cluster.down(directory, _progress)
+            return 0
+        state, health = cluster.status(directory)
+        if state is None:
+            if args.json:
+                print(json.dumps({"running": False, "directory": str(directory), "processes": []}))
+            else:
+                print(f"no cluster in {directory} (start one with `pydiego cluster up`)")
+            return 1
+        running = all(health.values())
+        if args.json:
+            doc = asdict(state)
+            doc.update(running=running, health=health)
+            print(json.dumps(doc, indent=2))
+        else:
+            print(f"cluster in {state.directory}: {'running' if running else 'DEGRADED'}")
+            print(f"  bbs_url      {state.bbs_url}  (api {'ok' if health.get('bbs_api') else 'DOWN'})")
+            print(f"  etcd         {state.etcd_endpoint}\n  consul       {state.consul_address}")
+            print(f"  ca_cert      {state.ca_cert}\n  client_cert  {state.client_cert}\n  client_key   {state.client_key}")
+            print("  processes:")
+            for p in state.processes:
+                print(f"    {p.name:<10} pid {p.pid:<8} {p.address:<28} {'active' if p.active else 'DEAD'}  log {p.log}")
+        return 0 if running else 1
+    except cluster.ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

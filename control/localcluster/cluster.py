@@ -1,0 +1,204 @@
+"""Bring a local cluster up and down: etcd, Consul and the BBS as background processes with
+generated config and certificates (a cluster CA; server and client certificates).
+
+Everything lives under one directory (default ~/.pydiego/cluster); `down` stops every process
+it started and removes the directory. Processes are started in their own sessions so they
+outlive the CLI; their pids, addresses and logs are recorded in cluster.json.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import yaml
+
+from control.kit import tls
+
+from .layout import ClusterState, Layout, Process, alive
+
+Progress = Callable[[str], None]
+
+
+class ClusterError(Exception):
+    pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _binary(name: str) -> str:
+    path = shutil.which(name) or (f"/usr/local/bin/{name}" if os.path.exists(f"/usr/local/bin/{name}") else None)
+    if path is None:
+        raise ClusterError(f"`{name}` is not installed: run scripts/setup.sh first")
+    return path
+
+
+class Ports:
+    def __init__(self, base: int) -> None:
+        self.base = base
+        self.n = 0
+
+    def next(self) -> int:
+        if not self.base:
+            return _free_port()
+        self.n += 1
+        return self.base + self.n - 1
+
+
+def _spawn(cmd: list[str], log: Path) -> int:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    return proc.pid
+
+
+def _wait_until(check: Callable[[], bool], pid: int, what: str, log: Path, timeout: float = 30) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if not alive(pid):
+            tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+            raise ClusterError(f"{what} exited during start-up; last log lines ({log}):\n{tail}")
+        try:
+            if check():
+                return time.monotonic() - start
+        except (httpx.HTTPError, OSError, ValueError):
+            pass
+        time.sleep(0.1)
+    raise ClusterError(f"{what} did not become ready within {timeout:.0f}s; see {log}")
+
+
+def up(directory: Path, progress: Progress, base_port: int = 0, python: str = sys.executable) -> ClusterState:
+    layout = Layout(directory)
+    if layout.state.exists():
+        state = ClusterState.load(layout.state)
+        if all(alive(p.pid) for p in state.processes):
+            progress(f"cluster already running in {layout.dir}")
+            return state
+        progress("found a stopped or broken cluster; cleaning it up first")
+        down(directory, progress)
+    layout.make()
+    ports = Ports(base_port)
+    procs: list[Process] = []
+    try:
+        progress("[1/4] generating the cluster CA and certificates")
+        ca_cert, ca_key = tls.make_ca(layout.certs)
+        bbs_cert, bbs_key = tls.issue(layout.certs, "bbs", ca_cert, ca_key, ["127.0.0.1", "localhost", "bbs.service.cf.internal"])
+        client_cert, client_key = tls.issue(layout.certs, "client", ca_cert, ca_key, [], server=False)
+
+        progress("[2/4] starting etcd")
+        etcd_port, peer_port = ports.next(), ports.next()
+        log = layout.logs / "etcd.log"
+        pid = _spawn([_binary("etcd"), "--name", "local", "--data-dir", str(layout.data("etcd")),
+                      "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
+                      "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
+                      "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
+                      "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
+                      "--initial-cluster", f"local=http://127.0.0.1:{peer_port}",
+                      "--max-txn-ops", "20000", "--max-request-bytes", "33554432",
+                      "--quota-backend-bytes", str(8 * 1024**3), "--log-level", "warn"], log)
+        procs.append(Process("etcd", "etcd", pid, f"127.0.0.1:{etcd_port}", str(log)))
+        took = _wait_until(lambda: httpx.get(f"http://127.0.0.1:{etcd_port}/health", timeout=1).json()["health"] == "true",
+                           pid, "etcd", log)
+        progress(f"      etcd ready on 127.0.0.1:{etcd_port} ({took:.1f}s)")
+
+        progress("[3/4] starting Consul")
+        consul_port = ports.next()
+        log = layout.logs / "consul.log"
+        pid = _spawn([_binary("consul"), "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
+                      "-node", "pydiego-local", "-http-port", str(consul_port), "-dns-port", "-1",
+                      "-grpc-port", "-1", "-serf-lan-port", str(ports.next()), "-serf-wan-port", str(ports.next()),
+                      "-server-port", str(ports.next()), "-log-level", "warn"], log)
+        procs.append(Process("consul", "consul", pid, f"127.0.0.1:{consul_port}", str(log)))
+        took = _wait_until(lambda: bool(httpx.get(f"http://127.0.0.1:{consul_port}/v1/status/leader", timeout=1).json()),
+                           pid, "consul", log)
+        progress(f"      Consul ready on 127.0.0.1:{consul_port} ({took:.1f}s)")
+
+        progress("[4/4] starting the BBS")
+        bbs_port = ports.next()
+        cfg_path = layout.config / "bbs-0.yml"
+        cfg_path.write_text(yaml.safe_dump({
+            "listen_address": f"127.0.0.1:{bbs_port}", "etcd_endpoints": [f"127.0.0.1:{etcd_port}"],
+            "ca_cert": str(ca_cert), "server_cert": str(bbs_cert), "server_key": str(bbs_key),
+            "client_cert": str(bbs_cert), "client_key": str(bbs_key),
+        }))
+        log = layout.logs / "bbs-0.log"
+        pid = _spawn([python, "-m", "control.bbs", "--config", str(cfg_path)], log)
+        bbs_url = f"https://127.0.0.1:{bbs_port}"
+        procs.append(Process("bbs", "bbs-0", pid, bbs_url, str(log)))
+        ctx = tls.client_context(ca_cert, client_cert, client_key)
+        took = _wait_until(lambda: httpx.get(f"{bbs_url}/v1/ping", verify=ctx, timeout=1).json()["available"],
+                           pid, "the BBS", log)
+        progress(f"      BBS ready on {bbs_url} ({took:.1f}s)")
+    except BaseException:
+        for p in procs:
+            _stop_pid(p.pid)
+        raise
+    state = ClusterState(directory=str(layout.dir), bbs_url=bbs_url, ca_cert=str(ca_cert), client_cert=str(client_cert),
+                         client_key=str(client_key), etcd_endpoint=f"127.0.0.1:{etcd_port}",
+                         consul_address=f"127.0.0.1:{consul_port}", processes=procs)
+    layout.state.write_text(state.to_json())
+    return state
+
+
+def _stop_pid(pid: int, grace: float = 10.0) -> None:
+    if not alive(pid):
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and alive(pid):
+        time.sleep(0.05)
+    if alive(pid):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def down(directory: Path, progress: Progress) -> bool:
+    layout = Layout(directory)
+    if not layout.state.exists():
+        if layout.dir.exists() and (layout.dir / "certs").exists():
+            shutil.rmtree(layout.dir, ignore_errors=True)
+        progress(f"no cluster in {layout.dir}")
+        return False
+    state = ClusterState.load(layout.state)
+    for proc in reversed(state.processes):  # the BBS first, etcd last
+        progress(f"stopping {proc.name} (pid {proc.pid})")
+        _stop_pid(proc.pid)
+    shutil.rmtree(layout.dir, ignore_errors=True)
+    progress(f"cluster in {layout.dir} stopped and removed")
+    return True
+
+
+def status(directory: Path) -> tuple[ClusterState | None, dict[str, bool]]:
+    layout = Layout(directory)
+    if not layout.state.exists():
+        return None, {}
+    state = ClusterState.load(layout.state)
+    health: dict[str, bool] = {}
+    for proc in state.processes:
+        proc.active = alive(proc.pid)
+        health[proc.name] = proc.active
+    try:
+        ctx = tls.client_context(state.ca_cert, state.client_cert, state.client_key)
+        health["bbs_api"] = bool(httpx.get(f"{state.bbs_url}/v1/ping", verify=ctx, timeout=2).json()["available"])
+    except (httpx.HTTPError, ValueError, OSError):
+        health["bbs_api"] = False
+    return state, health

@@ -1,0 +1,81 @@
+"""Files of a local cluster directory and its state file (`cluster.json`)."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Process:
+    component: str
+    name: str
+    pid: int
+    address: str
+    log: str
+    active: bool = True
+
+
+@dataclass
+class ClusterState:
+    directory: str
+    bbs_url: str
+    ca_cert: str
+    client_cert: str
+    client_key: str
+    etcd_endpoint: str
+    consul_address: str
+    processes: list[Process] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def load(cls, path: Path) -> "ClusterState":
+        data: dict[str, Any] = json.loads(path.read_text())
+        data["processes"] = [Process(**p) for p in data.get("processes", [])]
+        return cls(**data)
+
+
+class Layout:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory.absolute()
+
+    @property
+    def state(self) -> Path:
+        return self.dir / "cluster.json"
+
+    @property
+    def certs(self) -> Path:
+        return self.dir / "certs"
+
+    @property
+    def logs(self) -> Path:
+        return self.dir / "logs"
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "config"
+
+    def data(self, name: str) -> Path:
+        return self.dir / "data" / name
+
+    def make(self) -> None:
+        for d in (self.certs, self.logs, self.config, self.dir / "data"):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped) is not alive
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
