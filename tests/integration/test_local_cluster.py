@@ -1,0 +1,75 @@
+"""`pydiego cluster up|status|down` and the operator verbs, driven as a newcomer would: through
+the CLI against real etcd, Consul and a BBS with mutual TLS."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from control.kit import tls
+from control.localcluster.layout import alive
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def pydiego(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "control.cli.main", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    if check:
+        assert proc.returncode == 0, f"pydiego {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def test_cluster_lifecycle_and_operator_verbs(tmp_path: Path) -> None:
+    d = str(tmp_path / "cluster")
+    try:
+        up = pydiego("cluster", "up", "--dir", d)
+        assert "[4/4] starting the BBS" in up.stderr and "BBS ready" in up.stderr  # progress is shown
+        status = json.loads(pydiego("cluster", "status", "--dir", d, "--json").stdout)
+        assert status["running"] is True
+        for key in ("bbs_url", "ca_cert", "client_cert", "client_key"):
+            assert status[key], key
+        components = {p["component"] for p in status["processes"]}
+        assert components == {"etcd", "consul", "bbs"}
+        assert all(p["active"] and p["pid"] and p["address"] for p in status["processes"])
+
+        # the generated certificates give mutual TLS
+        ctx = tls.client_context(status["ca_cert"], status["client_cert"], status["client_key"])
+        assert httpx.get(status["bbs_url"] + "/v1/ping", verify=ctx).json() == {"available": True}
+
+        # a newcomer's session with the CLI
+        pydiego("domains", "upsert", "cf-apps", "--ttl", "120", "--dir", d)
+        assert "cf-apps" in pydiego("domains", "--dir", d).stdout
+        pydiego("desire", str(ROOT / "examples" / "web.yml"), "--dir", d)
+        actual = json.loads(pydiego("actual-lrps", "--process-guid", "web", "--json", "--dir", d).stdout)
+        assert sorted(a["index"] for a in actual) == [0, 1, 2] and {a["state"] for a in actual} == {"UNCLAIMED"}
+        pydiego("scale", "web", "1", "--dir", d)
+        assert len(json.loads(pydiego("actual-lrps", "--json", "--dir", d).stdout)) == 1
+        again = pydiego("desire", str(ROOT / "examples" / "web.yml"), "--dir", d, check=False)
+        assert again.returncode == 1 and "ResourceExists" in again.stderr
+        pydiego("run-task", str(ROOT / "examples" / "task.yml"), "--dir", d)
+        assert json.loads(pydiego("tasks", "hello", "--dir", d).stdout)["state"] == "PENDING"
+        pydiego("cancel-task", "hello", "--dir", d)
+        task = json.loads(pydiego("tasks", "hello", "--dir", d).stdout)
+        assert task["failed"] is True and task["failure_reason"] == "task was cancelled"
+        bad = tmp_path / "bad.json"
+        bad.write_text('{"process_guid": "no spaces allowed", "domain": "d"}')
+        refused = pydiego("desire", str(bad), "--dir", d, check=False)
+        assert refused.returncode == 1 and "process_guid" in refused.stderr and "rootfs" in refused.stderr
+        assert len(json.loads(pydiego("desired-lrps", "--json", "--dir", d).stdout)) == 1
+        pydiego("remove", "web", "--dir", d)
+        assert json.loads(pydiego("desired-lrps", "--json", "--dir", d).stdout) == []
+    finally:
+        pydiego("cluster", "down", "--dir", d)
+    assert not Path(d).exists()
+    assert not any(alive(p["pid"]) for p in status["processes"])
+    gone = pydiego("cluster", "status", "--dir", d, check=False)
+    assert gone.returncode == 1 and "no cluster" in gone.stdout
+
+
+def test_verbs_without_a_cluster_explain_what_to_do(tmp_path: Path) -> None:
+    proc = pydiego("desired-lrps", "--dir", str(tmp_path / "none"), check=False)
+    assert proc.returncode == 1 and "pydiego cluster up" in proc.stderr
