@@ -14,6 +14,7 @@ from typing import Any
 
 import aetcd
 import aetcd.exceptions
+import grpc
 from aetcd import rpc, utils
 
 from control.models.errors import Unavailable
@@ -81,7 +82,7 @@ class Etcd:
         try:
             await self._client.connect()
             await self._client.status()
-        except aetcd.exceptions.ClientError as exc:
+        except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError) as exc:
             raise Unavailable(f"etcd at {self._endpoints[0]} is unreachable: {exc}") from exc
 
     async def close(self) -> None:
@@ -90,7 +91,7 @@ class Etcd:
     async def get(self, key: bytes) -> KV | None:
         try:
             got = await self._client.get(key)
-        except aetcd.exceptions.ClientError as exc:
+        except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError) as exc:
             raise Unavailable(f"etcd get failed: {exc}") from exc
         if got is None:
             return None
@@ -113,56 +114,55 @@ class Etcd:
                 if not resp.more or not resp.kvs:
                     return out, revision
                 start = resp.kvs[-1].key + b"\x00"
-        except aetcd.exceptions.ClientError as exc:
-            raise Unavailable(f"etcd range failed: {exc}") from exc
-        except Exception as exc:  # grpc.aio.AioRpcError when called on the raw stub
-            if exc.__class__.__name__ == "AioRpcError":
-                raise Unavailable(f"etcd range failed: {exc}") from exc
-            raise
+        except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError) as exc:
+            raise Unavailable(f"etcd range failed: {_reason(exc)}") from exc
 
     async def commit(self, txn: Txn) -> bool:
         """Run the transaction; True when every compare held and the ops were applied."""
         try:
             ok, _ = await self._client.transaction(compare=txn.compares, success=txn.ops, failure=[])
-        except aetcd.exceptions.ClientError as exc:
+        except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError) as exc:
             raise Unavailable(f"etcd transaction failed: {exc}") from exc
         return bool(ok)
 
     async def put(self, key: bytes, value: bytes, lease: int | None = None) -> None:
         try:
             await self._client.put(key, value, lease=lease)
-        except aetcd.exceptions.ClientError as exc:
+        except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError) as exc:
             raise Unavailable(f"etcd put failed: {exc}") from exc
 
     async def delete(self, key: bytes) -> None:
         try:
             await self._client.delete(key)
-        except aetcd.exceptions.ClientError as exc:
+        except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError) as exc:
             raise Unavailable(f"etcd delete failed: {exc}") from exc
 
     async def grant(self, ttl_s: int) -> int:
         try:
             lease = await self._client.lease(ttl_s)
-        except aetcd.exceptions.ClientError as exc:
+        except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError) as exc:
             raise Unavailable(f"etcd lease failed: {exc}") from exc
         return lease.id
 
     async def revoke(self, lease_id: int) -> None:
         try:
             await self._client.revoke_lease(lease_id)
-        except aetcd.exceptions.ClientError:
+        except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError):
             pass  # already expired or revoked: nothing left to release
 
     async def refresh(self, lease_id: int) -> None:
         try:
             await self._client.refresh_lease(lease_id)
-        except aetcd.exceptions.ClientError as exc:
+        except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError) as exc:
             raise Unavailable(f"etcd lease refresh failed: {exc}") from exc
 
     async def revision(self) -> int:
         """The store's current revision (watch from revision + 1 to see only new changes)."""
-        req = rpc.RangeRequest(key=b"\x00", limit=1, count_only=True)
-        resp = await self._client.kvstub.Range(req, timeout=5)
+        try:
+            await self._client.connect()
+            resp = await self._client.kvstub.Range(rpc.RangeRequest(key=b"\x00", limit=1, count_only=True), timeout=5)
+        except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError) as exc:
+            raise Unavailable(f"etcd is unreachable: {_reason(exc)}") from exc
         return int(resp.header.revision)
 
     async def watch_prefix(self, prefix: bytes, start_revision: int,
@@ -206,14 +206,19 @@ class Etcd:
             except aetcd.exceptions.RevisionCompactedError as exc:
                 # History before the compaction is gone; resume from the oldest revision kept.
                 next_rev = exc.compacted_revision
-            except aetcd.exceptions.ClientError:
-                await asyncio.sleep(retry_s)
+            except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError):
+                await asyncio.sleep(retry_s)  # etcd restarting or unreachable: resume from next_rev
             finally:
                 if callback is not None and callback.watch_id is not None:
                     try:
                         await self._client._watcher.cancel(callback.watch_id)
                     except Exception:  # the stream is already gone after a server restart
                         pass
+
+
+def _reason(exc: BaseException) -> str:
+    details = getattr(exc, "details", None)
+    return str(details() if callable(details) else exc).splitlines()[0][:200]
 
 
 def _change(event: Any) -> Change:
