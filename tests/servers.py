@@ -1,6 +1,7 @@
 """Real etcd and Consul servers for tests, on free loopback ports in a temporary directory."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -74,9 +75,13 @@ class EtcdServer:
 
 @dataclass
 class ConsulServer:
+    """A single-node Consul server with persistent data (so a restart keeps sessions, as a real
+    cluster does) and `session_ttl_min` lowered to 1 s for fast failover."""
+
     directory: Path
     http_port: int = 0
     proc: subprocess.Popen | None = None  # type: ignore[type-arg]
+    ports: dict[str, int] | None = None
 
     @property
     def address(self) -> str:
@@ -84,16 +89,23 @@ class ConsulServer:
 
     def start(self) -> "ConsulServer":
         self.http_port = self.http_port or free_port()
+        self.ports = self.ports or {"serf_lan": free_port(), "serf_wan": free_port(), "server": free_port()}
         self.directory.mkdir(parents=True, exist_ok=True)
+        config = self.directory / "consul.json"
+        config.write_text(json.dumps({
+            "session_ttl_min": "1s", "disable_update_check": True, "leave_on_terminate": False,
+            "performance": {"raft_multiplier": 1},
+            "ports": {"http": self.http_port, "dns": -1, "grpc": -1, "serf_lan": self.ports["serf_lan"],
+                      "serf_wan": self.ports["serf_wan"], "server": self.ports["server"]}}))
         log = self.directory / "consul.log"
-        cmd = [shutil.which("consul") or "consul", "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
-               "-node", f"test-{os.getpid()}", "-http-port", str(self.http_port), "-dns-port", "-1",
-               "-serf-lan-port", str(free_port()), "-serf-wan-port", str(free_port()),
-               "-server-port", str(free_port()), "-grpc-port", "-1", "-log-level", "warn"]
-        with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        cmd = [shutil.which("consul") or "consul", "agent", "-server", "-bootstrap-expect", "1",
+               "-data-dir", str(self.directory / "data"), "-bind", "127.0.0.1", "-client", "127.0.0.1",
+               "-node", f"test-{os.getpid()}", "-config-file", str(config), "-log-level", "warn"]
+        with log.open("ab") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        _wait(lambda: bool(httpx.get(f"http://{self.address}/v1/status/leader", timeout=1).json()),
-              30, "consul", self.proc, log)
+        _wait(lambda: bool(httpx.get(f"http://{self.address}/v1/status/leader", timeout=1).json())
+              and httpx.put(f"http://{self.address}/v1/kv/ready-check", content=b"1", timeout=1).status_code == 200,
+              40, "consul", self.proc, log)
         return self
 
     def stop(self) -> None:

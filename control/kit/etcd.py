@@ -22,6 +22,12 @@ from control.models.errors import Unavailable
 MAX_MESSAGE = 256 * 1024 * 1024
 
 
+class FencedOut(Unavailable):
+    """This process's lock was taken over: its writes are refused."""
+
+    type = "FencedOut"
+
+
 @dataclass(frozen=True, slots=True)
 class KV:
     key: bytes
@@ -73,6 +79,9 @@ class Etcd:
             "grpc.max_send_message_length": MAX_MESSAGE,
         })
         self.page_size = page_size
+        # (fence key, token) once this process holds a lock: every write is then conditional
+        # on the fence still carrying our token (see control/coordination/fence.py).
+        self.fence: tuple[bytes, bytes] | None = None
 
     @property
     def tx(self) -> Any:
@@ -117,31 +126,40 @@ class Etcd:
         except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError) as exc:
             raise Unavailable(f"etcd range failed: {_reason(exc)}") from exc
 
-    async def commit(self, txn: Txn) -> bool:
-        """Run the transaction; True when every compare held and the ops were applied."""
+    async def commit(self, txn: Txn, fenced: bool = True) -> bool:
+        """Run the transaction; True when every compare held and the ops were applied.
+        With a fence set, raises FencedOut when a newer lock holder has taken over."""
+        compares = list(txn.compares)
+        if fenced and self.fence is not None:
+            compares.append(self.tx.value(self.fence[0]) == self.fence[1])
         try:
-            ok, _ = await self._client.transaction(compare=txn.compares, success=txn.ops, failure=[])
+            ok, _ = await self._client.transaction(compare=compares, success=txn.ops, failure=[])
         except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError) as exc:
-            raise Unavailable(f"etcd transaction failed: {exc}") from exc
+            raise Unavailable(f"etcd transaction failed: {_reason(exc)}") from exc
+        if not ok and fenced and self.fence is not None:
+            current = await self.get(self.fence[0])
+            if current is None or current.value != self.fence[1]:
+                raise FencedOut(f"fenced out: lock token {int(self.fence[1])} was superseded "
+                                f"by {int(current.value) if current else 'nothing'}")
         return bool(ok)
 
-    async def put(self, key: bytes, value: bytes, lease: int | None = None) -> None:
-        try:
-            await self._client.put(key, value, lease=lease)
-        except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError) as exc:
-            raise Unavailable(f"etcd put failed: {exc}") from exc
+    async def put(self, key: bytes, value: bytes, lease: int | None = None, fenced: bool = True) -> None:
+        txn = Txn()
+        txn.put(self.tx, key, value, lease=lease)
+        if not await self.commit(txn, fenced):
+            raise Unavailable("etcd put refused")  # only a fence can refuse an unconditional put
 
-    async def delete(self, key: bytes) -> None:
-        try:
-            await self._client.delete(key)
-        except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError) as exc:
-            raise Unavailable(f"etcd delete failed: {exc}") from exc
+    async def delete(self, key: bytes, fenced: bool = True) -> None:
+        txn = Txn()
+        txn.delete(self.tx, key)
+        if not await self.commit(txn, fenced):
+            raise Unavailable("etcd delete refused")
 
     async def grant(self, ttl_s: int) -> int:
         try:
             lease = await self._client.lease(ttl_s)
         except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError) as exc:
-            raise Unavailable(f"etcd lease failed: {exc}") from exc
+            raise Unavailable(f"etcd lease failed: {_reason(exc)}") from exc
         return lease.id
 
     async def revoke(self, lease_id: int) -> None:
@@ -150,11 +168,13 @@ class Etcd:
         except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError):
             pass  # already expired or revoked: nothing left to release
 
-    async def refresh(self, lease_id: int) -> None:
+    async def refresh(self, lease_id: int) -> int:
+        """Keep a lease alive; returns its new TTL in seconds, or 0 when it has expired."""
         try:
-            await self._client.refresh_lease(lease_id)
+            reply = await self._client.refresh_lease(lease_id)
         except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError) as exc:
-            raise Unavailable(f"etcd lease refresh failed: {exc}") from exc
+            raise Unavailable(f"etcd lease refresh failed: {_reason(exc)}") from exc
+        return max(0, int(reply.TTL)) if reply is not None else 0
 
     async def revision(self) -> int:
         """The store's current revision (watch from revision + 1 to see only new changes)."""
