@@ -5,6 +5,8 @@ from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from control.coordination.base import CoordinationConfig
+
 
 class BBSConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -28,12 +30,21 @@ class BBSConfig(BaseModel):
     event_buffer: int = Field(1024, ge=1, description="pending events per SSE subscriber before it is dropped")
     etcd_timeout: timedelta = Field(timedelta(seconds=5), description="timeout of one etcd call")
     log_level: str = Field("info", description="debug, info, warning or error")
+    coordination: CoordinationConfig = Field(CoordinationConfig(), description=(
+        "where the `bbs` lock and the cell presences live; its key_prefix and etcd_endpoints "
+        "are always the BBS's own"))
+    instance_name: str = Field("", description="this BBS's name in its lock value (default bbs-<host>-<pid>)")
 
     @model_validator(mode="after")
     def _tls(self) -> "BBSConfig":
         if not self.plain_http and not (self.ca_cert and self.server_cert and self.server_key):
             raise ValueError("ca_cert, server_cert and server_key are required unless plain_http is true")
         return self
+
+    @property
+    def coordination_config(self) -> CoordinationConfig:
+        return self.coordination.model_copy(update={"key_prefix": self.key_prefix,
+                                                    "etcd_endpoints": self.etcd_endpoints})
 
     @property
     def host(self) -> str:

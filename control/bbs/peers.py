@@ -12,11 +12,10 @@ from typing import Protocol
 import httpx
 import structlog
 
-from control.kit.etcd import Etcd
+from control.coordination.base import Coordinator
 from control.models.auction import LRPStartRequest, TaskStartRequest
 from control.models.cell import CellPresence
 
-from .store.keys import Keys
 
 log = structlog.get_logger("bbs.peers")
 
@@ -89,23 +88,23 @@ class HTTPRepClient:
         await self._post(cell, f"/v1/tasks/{task_guid}/cancel")
 
 
-class EtcdCellDirectory:
-    """Cell presences kept in etcd under <prefix>/cells/<cell_id>, each bound to its rep's lease."""
+class PresenceCellDirectory:
+    """Cells are the presences the coordination layer holds (Consul or etcd)."""
 
-    def __init__(self, etcd: Etcd, keys: Keys) -> None:
-        self._etcd = etcd
-        self._keys = keys
+    def __init__(self, coordinator: Coordinator) -> None:
+        self._coordinator = coordinator
 
     async def cells(self) -> list[CellPresence]:
-        kvs, _ = await self._etcd.range(self._keys.cells)
         out = []
-        for kv in kvs:
+        for key, value in (await self._coordinator.presences()).items():
             try:
-                out.append(CellPresence.model_validate_json(kv.value))
+                out.append(CellPresence.model_validate_json(value))
             except ValueError:
-                log.warning("invalid-cell-presence", key=kv.key.decode(errors="replace"))
+                log.warning("invalid-cell-presence", key=key)
         return out
 
     async def cell(self, cell_id: str) -> CellPresence | None:
-        kv = await self._etcd.get(self._keys.cell(cell_id))
-        return None if kv is None else CellPresence.model_validate_json(kv.value)
+        for cell in await self.cells():
+            if cell.cell_id == cell_id:
+                return cell
+        return None

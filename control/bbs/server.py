@@ -1,9 +1,12 @@
 """Composition root of the BBS process: builds every object from the config and runs them as
-supervised members (etcd connection → event hub → callback worker → API server)."""
+supervised members (etcd connection → `bbs` lock → event hub → callback worker → API server).
+A standby BBS waits at the lock and does not serve; it exits when the lock is lost."""
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 import ssl
 from collections.abc import Iterator
 from typing import Any
@@ -11,6 +14,9 @@ from typing import Any
 import structlog
 import uvicorn
 
+from control.coordination.base import Coordinator
+from control.coordination.factory import build as build_coordinator
+from control.coordination.members import LockMember, lock_value
 from control.kit.clock import Clock, SystemClock, new_guid
 from control.kit.etcd import Etcd
 from control.kit.supervisor import Runner, run_members
@@ -23,8 +29,8 @@ from .controllers.callbacks import CallbackWorker
 from .controllers.lrp_controller import LRPController
 from .controllers.task_controller import TaskController
 from .events.hub import EventHub
-from .peers import (AuctioneerClient, EtcdCellDirectory, HTTPAuctioneer, HTTPRepClient,
-                    NullAuctioneer, RepClient)
+from .peers import (AuctioneerClient, HTTPAuctioneer, HTTPRepClient, NullAuctioneer,
+                    PresenceCellDirectory, RepClient)
 from .store.domain_store import DomainStore
 from .store.keys import Keys
 from .store.lrp_store import LRPStore
@@ -44,7 +50,8 @@ class _QuietServer(uvicorn.Server):
 class APIServer:
     """Runs a uvicorn server as a supervised member; ready once it listens."""
 
-    def __init__(self, app: Any, cfg: BBSConfig) -> None:
+    def __init__(self, app: Any, cfg: BBSConfig, before_drain: Any = None) -> None:
+        self.before_drain = before_drain  # e.g. end the event streams so draining is quick
         kwargs: dict[str, Any] = {}
         if not cfg.plain_http:
             kwargs = dict(ssl_certfile=cfg.server_cert, ssl_keyfile=cfg.server_key, ssl_ca_certs=cfg.ca_cert,
@@ -64,6 +71,8 @@ class APIServer:
             ready.set()
             await asyncio.shield(serving)
         finally:
+            if self.before_drain is not None:
+                self.before_drain()
             self.server.should_exit = True
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await serving
@@ -86,7 +95,8 @@ class BBS:
     """Everything one BBS process holds; `members()` lists what the supervisor runs."""
 
     def __init__(self, cfg: BBSConfig, clock: Clock | None = None,
-                 auctioneer: AuctioneerClient | None = None, reps: RepClient | None = None) -> None:
+                 auctioneer: AuctioneerClient | None = None, reps: RepClient | None = None,
+                 coordinator: Coordinator | None = None) -> None:
         self.cfg = cfg
         self.clock = clock or SystemClock()
         self.keys = Keys(cfg.key_prefix)
@@ -94,7 +104,10 @@ class BBS:
         peer_tls = client_context(cfg.ca_cert, cfg.client_cert, cfg.client_key) if cfg.ca_cert else None
         if auctioneer is None:
             auctioneer = HTTPAuctioneer(cfg.auctioneer_url, peer_tls) if cfg.auctioneer_url else NullAuctioneer()
-        self.cells = EtcdCellDirectory(self.etcd, self.keys)
+        self.coordinator = coordinator or build_coordinator(cfg.coordination_config, self.etcd)
+        self.name = cfg.instance_name or f"bbs-{socket.gethostname()}-{os.getpid()}"
+        self.lock = LockMember(self.coordinator, "bbs", lock_value(self.name, cfg.url), self.etcd, cfg.key_prefix)
+        self.cells = PresenceCellDirectory(self.coordinator)
         reps = reps or HTTPRepClient(peer_tls)
         self.lrps = LRPController(LRPStore(self.etcd, self.keys), auctioneer, reps, self.cells, self.clock, new_guid)
         self.callbacks: CallbackWorker
@@ -108,10 +121,10 @@ class BBS:
         services = Services(lrps=self.lrps, tasks=self.tasks, domains=self.domains, cells=self.cells,
                             hub=self.hub, clock=self.clock)
         self.asgi, self.app = create_app(services, cfg.max_request_bytes)
-        self.api = APIServer(self.asgi, cfg)
+        self.api = APIServer(self.asgi, cfg, before_drain=self.hub.close_all)
 
     def members(self) -> list[tuple[str, Runner]]:
-        return [("etcd", EtcdConnection(self.etcd)), ("events", self.hub),
+        return [("etcd", EtcdConnection(self.etcd)), ("lock", self.lock), ("events", self.hub),
                 ("callbacks", self.callbacks), ("api", self.api)]
 
     async def run(self) -> None:

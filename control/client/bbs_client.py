@@ -2,14 +2,19 @@
 
 Errors come back as the same typed classes the server raised (`control.models.errors`).
 Requests that fail with 503 or a connection error are retried with backoff (a standby BBS is
-taking over, or etcd is briefly away); other errors are raised at once.
+taking over, or etcd is briefly away); other errors are raised at once. With a `locate`
+function (e.g. `LockLocator`), the client asks where the active BBS is before each retry, so it
+follows a failover by itself.
+
+A retried write may have been applied before the connection broke; callers see the typed
+outcome of the retry (e.g. ResourceExists for a desire that did land) and decide.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -24,12 +29,25 @@ from control.models.task import Task, TaskDefinition
 
 class BBSClient:
     def __init__(self, url: str, tls: ssl.SSLContext | None = None, timeout_s: float = 10.0,
-                 retries: int = 5, backoff_s: float = 0.2) -> None:
+                 retries: int = 5, backoff_s: float = 0.2,
+                 locate: Callable[[], Awaitable[str | None]] | None = None) -> None:
         self.url = url.rstrip("/")
         self._http = httpx.AsyncClient(base_url=self.url, verify=tls if tls is not None else True,
                                        timeout=timeout_s)
         self.retries = retries
         self.backoff_s = backoff_s
+        self.locate = locate
+
+    async def _relocate(self) -> None:
+        if self.locate is None:
+            return
+        try:
+            url = await self.locate()
+        except Exception:  # the coordination store is away too: keep the old address
+            return
+        if url and url.rstrip("/") != self.url:
+            self.url = url.rstrip("/")
+            self._http.base_url = httpx.URL(self.url)
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -60,6 +78,7 @@ class BBSClient:
                     raise error_from_body(resp.status_code, payload)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+            await self._relocate()
         raise AssertionError("unreachable")
 
     # ---- ping, domains, cells ------------------------------------------------------------------

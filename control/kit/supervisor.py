@@ -1,8 +1,9 @@
 """The ordered process supervisor (CONVENTIONS: Concurrency).
 
 Members start in order, each only after the previous one signalled ready; if any member ends
-(returns or raises), every member is cancelled and the process exits non-zero; SIGTERM/SIGINT
-cancel the whole group and the process exits 0 after the members' cleanup ran.
+(returns or raises), the others are stopped and the process exits non-zero; SIGTERM/SIGINT stop
+the members in reverse order (the API drains first, the lock is released after it) and the
+process exits 0 once their cleanup ran.
 """
 from __future__ import annotations
 
@@ -32,18 +33,34 @@ async def _guard(name: str, member: Runner, ready: asyncio.Event) -> None:
 
 
 async def run_members(members: list[tuple[str, Runner]]) -> None:
-    """Run the members in order until one ends or the group is cancelled."""
-    async with asyncio.TaskGroup() as group:
+    """Run the members in order until one ends or this coroutine is cancelled; then stop them
+    in reverse order, each after the one started after it has finished (so the API drains its
+    requests before the lock is released and the store connection closes)."""
+    tasks: list[asyncio.Task[None]] = []
+    try:
         for name, member in members:
             ready = asyncio.Event()
-            task = group.create_task(_guard(name, member, ready), name=name)
-            waiter = group.create_task(ready.wait(), name=f"{name}-ready")
-            await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
-            if not ready.is_set():
+            task = asyncio.create_task(_guard(name, member, ready), name=name)
+            tasks.append(task)
+            waiter = asyncio.create_task(ready.wait(), name=f"{name}-ready")
+            try:
+                await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+            finally:
                 waiter.cancel()
-                await asyncio.wait([task])
-                return  # the TaskGroup re-raises the member's failure
+            if task.done():
+                task.result()  # raises the member's failure
             log.info("member-ready", member=name)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        for task in reversed(tasks):
+            if not task.done():
+                task.cancel()
+                await asyncio.wait([task])
+        for task in tasks:  # retrieve every outcome so none is reported as never retrieved
+            if task.done() and not task.cancelled():
+                task.exception()
 
 
 def run_process(main: Callable[[], Awaitable[None]]) -> int:
@@ -68,12 +85,8 @@ def run_process(main: Callable[[], Awaitable[None]]) -> int:
                 log.info("stopped-by-signal")
                 return 0
             raise
-        except BaseExceptionGroup as group:
-            for exc in _leaves(group):
-                if isinstance(exc, MemberExited):
-                    log.error("member-exited", member=exc.name)
-                elif not isinstance(exc, asyncio.CancelledError):
-                    log.error("process-failed", error=repr(exc))
+        except MemberExited as exc:
+            log.error("member-exited", member=exc.name)
             return 1
         except Exception as exc:
             log.error("process-failed", error=repr(exc))
@@ -82,9 +95,3 @@ def run_process(main: Callable[[], Awaitable[None]]) -> int:
 
     return asyncio.run(wrapper())
 
-
-def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return out

@@ -12,6 +12,7 @@ import pytest
 
 from control.bbs.config import BBSConfig
 from control.bbs.server import BBS
+from control.coordination.base import CoordinationConfig
 from control.client.bbs_client import BBSClient
 from control.kit.clock import FakeClock
 from control.kit.etcd import Etcd
@@ -50,6 +51,7 @@ class RunningBBS:
 async def running_bbs(etcd_server: EtcdServer, key_prefix: str, clock: FakeClock | None = None,
                       **cfg: object) -> AsyncIterator[RunningBBS]:
     port = free_port()
+    cfg.setdefault("coordination", CoordinationConfig(backend="etcd"))
     config = BBSConfig(listen_address=f"127.0.0.1:{port}", etcd_endpoints=[etcd_server.endpoint],
                        key_prefix=key_prefix, plain_http=True, **cfg)  # type: ignore[arg-type]
     auctioneer, reps = RecordingAuctioneer(), RecordingReps()

@@ -55,10 +55,16 @@ class Daemon:
             return httpx.Client(base_url=self.url, verify=ctx, timeout=10)
         return httpx.Client(base_url=self.url, timeout=10)
 
-    def start(self, timeout: float = 20) -> "Daemon":
+    def start_process(self) -> subprocess.Popen:  # type: ignore[type-arg]
+        """Start without waiting for the API (a standby never serves)."""
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "control.bbs", "--config", str(self.config)],
                                          cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        return self.proc
+
+    def start(self, timeout: float = 20) -> "Daemon":
+        self.start_process()
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         with self.http() as client:
             while time.monotonic() < deadline:
@@ -90,7 +96,7 @@ def make_daemon(tmp_path: Path, etcd_server: EtcdServer, key_prefix: str, certs:
     def make(use_tls: bool = True, **extra: object) -> Daemon:
         port = free_port()
         cfg: dict[str, object] = {"listen_address": f"127.0.0.1:{port}", "etcd_endpoints": [etcd_server.endpoint],
-                                  "key_prefix": key_prefix}
+                                  "key_prefix": key_prefix, "coordination": {"backend": "etcd"}}
         if use_tls:
             cfg.update(ca_cert=str(certs.ca), server_cert=str(certs.server_cert), server_key=str(certs.server_key))
         else:

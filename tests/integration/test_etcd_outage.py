@@ -17,8 +17,9 @@ def test_bbs_rides_out_an_etcd_restart(tmp_path: Path, certs) -> None:  # type: 
     etcd = EtcdServer(tmp_path / "etcd").start()
     port = free_port()
     cfg = tmp_path / "bbs.yml"
+    # a lock TTL longer than the outage: this test is about the store, not about failover
     cfg.write_text(yaml.safe_dump({"listen_address": f"127.0.0.1:{port}", "etcd_endpoints": [etcd.endpoint],
-                                   "plain_http": True}))
+                                   "plain_http": True, "coordination": {"backend": "etcd", "lock_ttl": 60}}))
     daemon = Daemon(cfg, tmp_path / "bbs.log", port, False, certs).start()
     try:
         with daemon.http() as client:

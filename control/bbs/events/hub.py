@@ -7,7 +7,6 @@ must resubscribe and resync by listing, as in Diego. No replay.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -67,6 +66,11 @@ class EventHub:
         self.subscribers.add(sub)
         return sub
 
+    def close_all(self) -> None:
+        """End every subscriber's stream (the API is shutting down)."""
+        for sub in list(self.subscribers):
+            self._close(sub)
+
     def unsubscribe(self, sub: Subscription) -> None:
         self.subscribers.discard(sub)
 
@@ -80,8 +84,7 @@ class EventHub:
                 except Exception:  # a bad document must not stop the stream
                     log.exception("event-translation-failed", revision=batch[-1].revision)
         finally:
-            for sub in list(self.subscribers):
-                self._close(sub)
+            self.close_all()
 
     async def _fetch_run(self, guid: str) -> bytes | None:
         kv = await self.etcd.get(self.keys.run(guid))
