@@ -13,7 +13,10 @@ import yaml
 from control.client.bbs_client import BBSClient
 from control.models.errors import PydiegoError
 
-from .connection import client_from_args
+from control.coordination.factory import build
+from control.kit.etcd import Etcd
+
+from .connection import client_from_args, coordination_from_args
 from .output import print_json, table
 
 
@@ -143,6 +146,22 @@ async def events(c: BBSClient, a: Namespace) -> None:
             return
 
 
+async def locks(a: Namespace) -> None:
+    cfg = coordination_from_args(a)
+    etcd = Etcd(cfg.etcd_endpoints)
+    coordinator = build(cfg, etcd)
+    await coordinator.open()
+    try:
+        items = await coordinator.locks()
+    finally:
+        await coordinator.close()
+        await etcd.close()
+    if a.json:
+        return print_json([{"name": i.name, "token": i.token, **i.doc} for i in items])
+    table(["LOCK", "HOLDER", "ADDRESS", "PID", "TOKEN"],
+          [(i.name, i.doc.get("owner", ""), i.doc.get("address", ""), i.doc.get("pid", ""), i.token) for i in items])
+
+
 VERBS = {"domains": domains, "desire": desire, "desired-lrps": desired_lrps, "actual-lrps": actual_lrps,
          "scale": scale, "retire": retire, "remove": remove, "tasks": tasks, "run-task": run_task,
          "cancel-task": cancel_task, "cells": cells, "events": events}
@@ -152,6 +171,9 @@ def run_verb(args: Namespace) -> int:
     import sys
 
     async def go() -> None:
+        if args.command == "locks":
+            await locks(args)
+            return
         client = client_from_args(args)
         try:
             await VERBS[args.command](client, args)

@@ -8,6 +8,8 @@ from argparse import Namespace
 from pathlib import Path
 
 from control.client.bbs_client import BBSClient
+from control.client.locator import LockLocator
+from control.coordination.base import CoordinationConfig
 from control.kit.tls import client_context
 
 
@@ -24,6 +26,7 @@ def client_from_args(args: Namespace) -> BBSClient:
     ca = args.ca_cert or os.environ.get("PYDIEGO_CA_CERT")
     cert = args.client_cert or os.environ.get("PYDIEGO_CLIENT_CERT")
     key = args.client_key or os.environ.get("PYDIEGO_CLIENT_KEY")
+    locate = None
     if not url:
         state_file = Path(args.dir or default_cluster_dir()) / "cluster.json"
         if not state_file.exists():
@@ -32,5 +35,21 @@ def client_from_args(args: Namespace) -> BBSClient:
                 f"set PYDIEGO_BBS_URL, or start a local cluster with `pydiego cluster up` (looked for {state_file})")
         state = json.loads(state_file.read_text())
         url, ca, cert, key = state["bbs_url"], state.get("ca_cert"), state.get("client_cert"), state.get("client_key")
+        if state.get("coordination"):
+            locate = LockLocator(CoordinationConfig.model_validate(state["coordination"]))
     tls = client_context(ca, cert, key) if url.startswith("https") and ca else None
-    return BBSClient(url, tls=tls, retries=int(os.environ.get("PYDIEGO_RETRIES", "3")))
+    return BBSClient(url, tls=tls, retries=int(os.environ.get("PYDIEGO_RETRIES", "3")), locate=locate)
+
+
+def coordination_from_args(args: Namespace) -> CoordinationConfig:
+    """Where locks live: --consul / --etcd flags, else the local cluster's settings."""
+    if getattr(args, "consul", None) or getattr(args, "etcd", None):
+        backend = "consul" if args.consul else "etcd"
+        return CoordinationConfig(backend=backend, consul_address=args.consul or "127.0.0.1:8500",
+                                  etcd_endpoints=[args.etcd or "127.0.0.1:2379"], key_prefix=args.key_prefix)
+    state_file = Path(args.dir or default_cluster_dir()) / "cluster.json"
+    if not state_file.exists():
+        raise ConnectionError_("no coordination store to read: pass --consul ADDR (and --etcd ADDR) or --etcd ADDR, "
+                               f"or start a local cluster with `pydiego cluster up` (looked for {state_file})")
+    state = json.loads(state_file.read_text())
+    return CoordinationConfig.model_validate(state["coordination"])

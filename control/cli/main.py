@@ -61,12 +61,16 @@ def parser() -> argparse.ArgumentParser:
     v = sub.add_parser("cancel-task", help="cancel a task")
     v.add_argument("task_guid")
     v = sub.add_parser("cells", help="list cells and their capacity")
+    v = sub.add_parser("locks", help="list lock holders (active instances of the singletons)")
+    v.add_argument("--consul", help="Consul address (locks in Consul)")
+    v.add_argument("--etcd", help="etcd endpoint (locks in etcd, or the fences of Consul locks)")
+    v.add_argument("--key-prefix", default="/pydiego/v1")
     v = sub.add_parser("events", help="follow the event stream")
     v.add_argument("--tasks", action="store_true", help="task events instead of LRP events")
     v.add_argument("--cell-id", help="only instance events of this cell")
     v.add_argument("--count", type=int, default=0, help="stop after N events")
     for name in ("domains", "desire", "desired-lrps", "actual-lrps", "scale", "retire", "remove", "tasks",
-                 "run-task", "cancel-task", "cells", "events"):
+                 "run-task", "cancel-task", "cells", "events", "locks"):
         _connection_flags(sub.choices[name])
     return p
 

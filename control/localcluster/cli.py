@@ -48,7 +48,8 @@ def run_cluster(args: Namespace) -> int:
             print(f"  ca_cert      {state.ca_cert}\n  client_cert  {state.client_cert}\n  client_key   {state.client_key}")
             print("  processes:")
             for p in state.processes:
-                print(f"    {p.name:<10} pid {p.pid:<8} {p.address:<28} {'active' if p.active else 'DEAD'}  log {p.log}")
+                role = "active" if p.active else ("standby" if health.get(p.name) else "DEAD")
+                print(f"    {p.name:<10} pid {p.pid:<8} {p.address:<28} {role:<8} log {p.log}")
         return 0 if running else 1
     except cluster.ClusterError as exc:
         print(f"error: {exc}", file=sys.stderr)

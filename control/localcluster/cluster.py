@@ -7,6 +7,8 @@ outlive the CLI; their pids, addresses and logs are recorded in cluster.json.
 """
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shutil
 import signal
@@ -20,11 +22,19 @@ from pathlib import Path
 import httpx
 import yaml
 
+from control.coordination.base import CoordinationConfig, LockInfo
+from control.coordination.factory import build
 from control.kit import tls
+from control.kit.etcd import Etcd
 
 from .layout import ClusterState, Layout, Process, alive
 
 Progress = Callable[[str], None]
+BBS_COUNT = 2
+# The local cluster's coordination settings: fast failover on one machine. Consul's own default
+# minimum session TTL is 10 s; the cluster's Consul lowers it to 1 s (see consul.json).
+COORDINATION = {"backend": "consul", "lock_ttl": 3, "presence_ttl": 4, "lock_retry_interval": 0.2,
+                "lock_delay": 0}
 
 
 class ClusterError(Exception):
@@ -56,7 +66,11 @@ class Ports:
         return self.base + self.n - 1
 
 
-def _spawn(cmd: list[str], log: Path) -> int:
+last_cmd: list[list[str]] = [[]]
+
+
+def spawn(cmd: list[str], log: Path) -> int:
+    last_cmd[0] = cmd
     with log.open("ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
@@ -99,7 +113,7 @@ def up(directory: Path, progress: Progress, base_port: int = 0, python: str = sy
         progress("[2/4] starting etcd")
         etcd_port, peer_port = ports.next(), ports.next()
         log = layout.logs / "etcd.log"
-        pid = _spawn([_binary("etcd"), "--name", "local", "--data-dir", str(layout.data("etcd")),
+        pid = spawn([_binary("etcd"), "--name", "local", "--data-dir", str(layout.data("etcd")),
                       "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
                       "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
                       "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
@@ -107,47 +121,68 @@ def up(directory: Path, progress: Progress, base_port: int = 0, python: str = sy
                       "--initial-cluster", f"local=http://127.0.0.1:{peer_port}",
                       "--max-txn-ops", "20000", "--max-request-bytes", "33554432",
                       "--quota-backend-bytes", str(8 * 1024**3), "--log-level", "warn"], log)
-        procs.append(Process("etcd", "etcd", pid, f"127.0.0.1:{etcd_port}", str(log)))
+        procs.append(Process("etcd", "etcd", pid, f"127.0.0.1:{etcd_port}", str(log), cmd=last_cmd[0]))
         took = _wait_until(lambda: httpx.get(f"http://127.0.0.1:{etcd_port}/health", timeout=1).json()["health"] == "true",
                            pid, "etcd", log)
         progress(f"      etcd ready on 127.0.0.1:{etcd_port} ({took:.1f}s)")
 
         progress("[3/4] starting Consul")
         consul_port = ports.next()
+        consul_cfg = layout.config / "consul.json"
+        consul_cfg.write_text(json.dumps({
+            # single-node server with persistent state: a restart keeps sessions and locks
+            "session_ttl_min": "1s", "disable_update_check": True, "performance": {"raft_multiplier": 1},
+            "ports": {"http": consul_port, "dns": -1, "grpc": -1, "serf_lan": ports.next(),
+                      "serf_wan": ports.next(), "server": ports.next()}}))
         log = layout.logs / "consul.log"
-        pid = _spawn([_binary("consul"), "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
-                      "-node", "pydiego-local", "-http-port", str(consul_port), "-dns-port", "-1",
-                      "-grpc-port", "-1", "-serf-lan-port", str(ports.next()), "-serf-wan-port", str(ports.next()),
-                      "-server-port", str(ports.next()), "-log-level", "warn"], log)
-        procs.append(Process("consul", "consul", pid, f"127.0.0.1:{consul_port}", str(log)))
-        took = _wait_until(lambda: bool(httpx.get(f"http://127.0.0.1:{consul_port}/v1/status/leader", timeout=1).json()),
-                           pid, "consul", log)
+        pid = spawn([_binary("consul"), "agent", "-server", "-bootstrap-expect", "1",
+                      "-data-dir", str(layout.data("consul")), "-bind", "127.0.0.1", "-client", "127.0.0.1",
+                      "-node", "pydiego-local", "-config-file", str(consul_cfg), "-log-level", "warn"], log)
+        procs.append(Process("consul", "consul", pid, f"127.0.0.1:{consul_port}", str(log), cmd=last_cmd[0]))
+        took = _wait_until(lambda: bool(httpx.get(f"http://127.0.0.1:{consul_port}/v1/status/leader", timeout=1).json())
+                           and httpx.put(f"http://127.0.0.1:{consul_port}/v1/kv/pydiego-ready", content=b"1",
+                                         timeout=1).status_code == 200, pid, "consul", log)
         progress(f"      Consul ready on 127.0.0.1:{consul_port} ({took:.1f}s)")
+        coordination = dict(COORDINATION, consul_address=f"127.0.0.1:{consul_port}")
 
-        progress("[4/4] starting the BBS")
-        bbs_port = ports.next()
-        cfg_path = layout.config / "bbs-0.yml"
-        cfg_path.write_text(yaml.safe_dump({
-            "listen_address": f"127.0.0.1:{bbs_port}", "etcd_endpoints": [f"127.0.0.1:{etcd_port}"],
-            "ca_cert": str(ca_cert), "server_cert": str(bbs_cert), "server_key": str(bbs_key),
-            "client_cert": str(bbs_cert), "client_key": str(bbs_key),
-        }))
-        log = layout.logs / "bbs-0.log"
-        pid = _spawn([python, "-m", "control.bbs", "--config", str(cfg_path)], log)
-        bbs_url = f"https://127.0.0.1:{bbs_port}"
-        procs.append(Process("bbs", "bbs-0", pid, bbs_url, str(log)))
+        progress(f"[4/4] starting {BBS_COUNT} BBS processes (one active, the others standby)")
         ctx = tls.client_context(ca_cert, client_cert, client_key)
-        took = _wait_until(lambda: httpx.get(f"{bbs_url}/v1/ping", verify=ctx, timeout=1).json()["available"],
-                           pid, "the BBS", log)
-        progress(f"      BBS ready on {bbs_url} ({took:.1f}s)")
+        for n in range(BBS_COUNT):
+            bbs_port = ports.next()
+            url = f"https://127.0.0.1:{bbs_port}"
+            cfg_path = layout.config / f"bbs-{n}.yml"
+            cfg_path.write_text(yaml.safe_dump({
+                "listen_address": f"127.0.0.1:{bbs_port}", "etcd_endpoints": [f"127.0.0.1:{etcd_port}"],
+                "ca_cert": str(ca_cert), "server_cert": str(bbs_cert), "server_key": str(bbs_key),
+                "client_cert": str(bbs_cert), "client_key": str(bbs_key), "instance_name": f"bbs-{n}",
+                "coordination": coordination,
+            }))
+            log = layout.logs / f"bbs-{n}.log"
+            pid = spawn([python, "-m", "control.bbs", "--config", str(cfg_path)], log)
+            procs.append(Process("bbs", f"bbs-{n}", pid, url, str(log), active=False, cmd=last_cmd[0]))
+            if n == 0:
+                took = _wait_until(lambda: httpx.get(f"{url}/v1/ping", verify=ctx, timeout=1).json()["available"],
+                                   pid, "the BBS", log)
+                progress(f"      bbs-0 active on {url} ({took:.1f}s)")
+                bbs_url = url
+            else:
+                time.sleep(0.3)
+                if not alive(pid):
+                    raise ClusterError(f"bbs-{n} exited during start-up; see {log}")
+                progress(f"      bbs-{n} standby on {url}")
     except BaseException:
         for p in procs:
             _stop_pid(p.pid)
         raise
     state = ClusterState(directory=str(layout.dir), bbs_url=bbs_url, ca_cert=str(ca_cert), client_cert=str(client_cert),
                          client_key=str(client_key), etcd_endpoint=f"127.0.0.1:{etcd_port}",
-                         consul_address=f"127.0.0.1:{consul_port}", processes=procs)
-    layout.state.write_text(state.to_json())
+                         consul_address=f"127.0.0.1:{consul_port}",
+                         coordination=dict(coordination, etcd_endpoints=[f"127.0.0.1:{etcd_port}"]),
+                         processes=procs)
+    state.save(layout.state)
+    progress("starting the keeper (restarts any process that exits, as systemd would)")
+    state.keeper_pid = spawn([python, "-m", "control.localcluster.keeper", str(layout.dir)], layout.logs / "keeper.log")
+    state.save(layout.state)
     return state
 
 
@@ -179,6 +214,9 @@ def down(directory: Path, progress: Progress) -> bool:
         progress(f"no cluster in {layout.dir}")
         return False
     state = ClusterState.load(layout.state)
+    if state.keeper_pid:
+        _stop_pid(state.keeper_pid)  # first, so nothing is restarted behind our back
+        state = ClusterState.load(layout.state)
     for proc in reversed(state.processes):  # the BBS first, etcd last
         progress(f"stopping {proc.name} (pid {proc.pid})")
         _stop_pid(proc.pid)
@@ -187,15 +225,44 @@ def down(directory: Path, progress: Progress) -> bool:
     return True
 
 
+def _lock_holder(state: ClusterState, name: str) -> LockInfo | None:
+    if not state.coordination:
+        return None
+    cfg = CoordinationConfig.model_validate(state.coordination)
+
+    async def read() -> LockInfo | None:
+        etcd = Etcd(cfg.etcd_endpoints)
+        coordinator = build(cfg, etcd)
+        await coordinator.open()
+        try:
+            return await coordinator.holder(name)
+        finally:
+            await coordinator.close()
+            await etcd.close()
+    try:
+        return asyncio.run(asyncio.wait_for(read(), timeout=10))
+    except Exception:  # the coordination store is down: nobody is known to hold the lock
+        return None
+
+
 def status(directory: Path) -> tuple[ClusterState | None, dict[str, bool]]:
+    """The recorded state refreshed: which processes live, which BBS holds the lock (`active`),
+    and whether the active BBS answers."""
     layout = Layout(directory)
     if not layout.state.exists():
         return None, {}
     state = ClusterState.load(layout.state)
     health: dict[str, bool] = {}
+    holder = _lock_holder(state, "bbs")
     for proc in state.processes:
-        proc.active = alive(proc.pid)
-        health[proc.name] = proc.active
+        running = alive(proc.pid)
+        health[proc.name] = running
+        if proc.component == "bbs":
+            proc.active = running and holder is not None and holder.doc.get("owner") == proc.name
+            if proc.active:
+                state.bbs_url = proc.address
+        else:
+            proc.active = running
     try:
         ctx = tls.client_context(state.ca_cert, state.client_cert, state.client_key)
         health["bbs_api"] = bool(httpx.get(f"{state.bbs_url}/v1/ping", verify=ctx, timeout=2).json()["available"])

@@ -16,6 +16,8 @@ class Process:
     address: str
     log: str
     active: bool = True
+    cmd: list[str] = field(default_factory=list)
+    restarts: int = 0
 
 
 @dataclass
@@ -27,10 +29,18 @@ class ClusterState:
     client_key: str
     etcd_endpoint: str
     consul_address: str
+    coordination: dict[str, Any] = field(default_factory=dict)
     processes: list[Process] = field(default_factory=list)
+    keeper_pid: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
+
+    def save(self, path: Path) -> None:
+        """Atomically replace the state file (the keeper and the CLI both write it)."""
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(self.to_json())
+        tmp.replace(path)
 
     @classmethod
     def load(cls, path: Path) -> "ClusterState":

@@ -3,8 +3,11 @@ the CLI against real etcd, Consul and a BBS with mutual TLS."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -27,14 +30,20 @@ def test_cluster_lifecycle_and_operator_verbs(tmp_path: Path) -> None:
     d = str(tmp_path / "cluster")
     try:
         up = pydiego("cluster", "up", "--dir", d)
-        assert "[4/4] starting the BBS" in up.stderr and "BBS ready" in up.stderr  # progress is shown
+        assert "[4/4] starting 2 BBS processes" in up.stderr and "bbs-0 active" in up.stderr  # progress is shown
         status = json.loads(pydiego("cluster", "status", "--dir", d, "--json").stdout)
         assert status["running"] is True
         for key in ("bbs_url", "ca_cert", "client_cert", "client_key"):
             assert status[key], key
-        components = {p["component"] for p in status["processes"]}
-        assert components == {"etcd", "consul", "bbs"}
-        assert all(p["active"] and p["pid"] and p["address"] for p in status["processes"])
+        components = sorted(p["component"] for p in status["processes"])
+        assert components == ["bbs", "bbs", "consul", "etcd"]
+        assert all(p["pid"] and p["address"] for p in status["processes"])
+        bbses = [p for p in status["processes"] if p["component"] == "bbs"]
+        assert [p["active"] for p in bbses].count(True) == 1  # one active, one standby
+        active = next(p for p in bbses if p["active"])
+        assert status["bbs_url"] == active["address"]
+        locks = json.loads(pydiego("locks", "--json", "--dir", d).stdout)
+        assert [(x["name"], x["owner"]) for x in locks] == [("bbs", active["name"])]
 
         # the generated certificates give mutual TLS
         ctx = tls.client_context(status["ca_cert"], status["client_cert"], status["client_key"])
@@ -60,12 +69,25 @@ def test_cluster_lifecycle_and_operator_verbs(tmp_path: Path) -> None:
         refused = pydiego("desire", str(bad), "--dir", d, check=False)
         assert refused.returncode == 1 and "process_guid" in refused.stderr and "rootfs" in refused.stderr
         assert len(json.loads(pydiego("desired-lrps", "--json", "--dir", d).stdout)) == 1
+        # SIGKILL the active BBS: the CLI follows the standby, and the keeper restarts the dead one
+        os.kill(active["pid"], signal.SIGKILL)
+        assert len(json.loads(pydiego("desired-lrps", "--json", "--dir", d).stdout)) == 1
+        deadline = time.monotonic() + 20
+        while True:
+            after = json.loads(pydiego("cluster", "status", "--dir", d, "--json", check=False).stdout)
+            roles = {p["name"]: (p["active"], p["restarts"]) for p in after["processes"] if p["component"] == "bbs"}
+            # the killed one is back (as standby, or active again if it won the race for the lock)
+            if roles[active["name"]][1] == 1 and [a for a, _ in roles.values()].count(True) == 1:
+                break
+            assert time.monotonic() < deadline, roles
+            time.sleep(0.3)
         pydiego("remove", "web", "--dir", d)
         assert json.loads(pydiego("desired-lrps", "--json", "--dir", d).stdout) == []
     finally:
         pydiego("cluster", "down", "--dir", d)
     assert not Path(d).exists()
     assert not any(alive(p["pid"]) for p in status["processes"])
+    assert not any(alive(p["pid"]) for p in after["processes"])
     gone = pydiego("cluster", "status", "--dir", d, check=False)
     assert gone.returncode == 1 and "no cluster" in gone.stdout
 
