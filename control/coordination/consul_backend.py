@@ -6,7 +6,7 @@ session is invalidated. Contenders and watchers use blocking queries, so a relea
 vanished presence is seen within milliseconds rather than at the next poll.
 
 Consul invalidates a session between TTL and 2 x TTL after its last renewal, so sessions are
-created with TTL = lock_ttl / 2 (presence_ttl / 2): a dead holder's lock is free, and a dead
+created with TTL = 0.45 x lock_ttl (0.45 x presence_ttl): a dead holder's lock is free, and a dead
 cell's presence gone, within the configured TTL. Consul refuses TTLs below its
 `session_ttl_min` (10 s by default); the local cluster and the Ansible role set it to 1 s.
 """
@@ -43,8 +43,9 @@ class ConsulCoordinator:
         host, _, port = cfg.consul_address.partition(":")
         self.host, self.port = host, int(port or 8500)
         self.client: consul.aio.Consul | None = None
-        self.lock_session_ttl = cfg.lock_ttl.total_seconds() / 2
-        self.presence_session_ttl = cfg.presence_ttl.total_seconds() / 2
+        # 0.45 rather than 0.5 leaves Consul's invalidation timer a little slack
+        self.lock_session_ttl = cfg.lock_ttl.total_seconds() * 0.45
+        self.presence_session_ttl = cfg.presence_ttl.total_seconds() * 0.45
 
     @property
     def c(self) -> consul.aio.Consul:

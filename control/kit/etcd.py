@@ -205,6 +205,8 @@ class Etcd:
             async def on_event(event_or_error: Any) -> None:
                 # aetcd calls this for every event of a response without suspending between
                 # them, so a flush scheduled with call_soon runs after the whole response.
+                if event_or_error is None:
+                    return  # aetcd's end-of-watch marker after a cancel
                 if isinstance(event_or_error, BaseException):
                     batches.put_nowait(event_or_error)
                     return
