@@ -10,7 +10,7 @@ import asyncio
 import signal
 import sys
 
-from control.coordination.base import CoordinationConfig
+from control.coordination.base import CoordinationConfig, LockLost
 from control.coordination.factory import build
 from control.coordination.members import LockMember, lock_value
 from control.kit import logging as klog
@@ -36,7 +36,7 @@ async def main(cfg: CoordinationConfig, name: str) -> int:
         await run_members([("lock", lock), ("announce", Announce())])
     except asyncio.CancelledError:
         return 0
-    except BaseExceptionGroup:
+    except LockLost:
         print("LOST", flush=True)
         return 3
     finally:

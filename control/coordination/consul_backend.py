@@ -43,9 +43,10 @@ class ConsulCoordinator:
         host, _, port = cfg.consul_address.partition(":")
         self.host, self.port = host, int(port or 8500)
         self.client: consul.aio.Consul | None = None
-        # 0.45 rather than 0.5 leaves Consul's invalidation timer a little slack
-        self.lock_session_ttl = cfg.lock_ttl.total_seconds() * 0.45
-        self.presence_session_ttl = cfg.presence_ttl.total_seconds() * 0.45
+        # 0.45 rather than 0.5 leaves Consul's invalidation timer a little slack; 1 s is the
+        # lowest session TTL Consul accepts even with session_ttl_min lowered
+        self.lock_session_ttl = max(1.0, cfg.lock_ttl.total_seconds() * 0.45)
+        self.presence_session_ttl = max(1.0, cfg.presence_ttl.total_seconds() * 0.45)
 
     @property
     def c(self) -> consul.aio.Consul:

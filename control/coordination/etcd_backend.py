@@ -43,14 +43,20 @@ class EtcdCoordinator:
 
     # ---- locks --------------------------------------------------------------------------------
     async def _try_acquire(self, name: str, value: bytes) -> Held | None:
+        """One transaction creates the lock key (only if absent) and bumps the fence counter
+        (only if unchanged since read), so acquisition and token are atomic."""
+        fence_key = fence.fence_key(self.cfg.key_prefix, name)
+        current = await self.etcd.get(fence_key)
+        token = (int(current.value) if current else 0) + 1
         lease = await self.etcd.grant(self.lock_ttl_s)
         started = time.monotonic()
         key = self._lock_key(name)
         txn = Txn()
         txn.expect_rev(self.etcd.tx, key, None)
+        txn.expect_rev(self.etcd.tx, fence_key, current.mod_revision if current else None)
         txn.put(self.etcd.tx, key, value, lease=lease)
+        txn.put(self.etcd.tx, fence_key, fence.encode(token))
         if await self.etcd.commit(txn, fenced=False):
-            token = await fence.bump(self.etcd, self.cfg.key_prefix, name)
             return Held(name, value, token, str(lease), started)
         await self.etcd.revoke(lease)
         return None
@@ -96,13 +102,7 @@ class EtcdCoordinator:
         return True
 
     async def release(self, held: Held) -> None:
-        key = self._lock_key(held.name)
-        current = await self.etcd.get(key)
-        if current is not None and current.lease == int(held.handle):
-            txn = Txn()
-            txn.expect_rev(self.etcd.tx, key, current.mod_revision)
-            txn.delete(self.etcd.tx, key)
-            await self.etcd.commit(txn, fenced=False)
+        # revoking the lease deletes the lock key with it, in one step, and only if it is ours
         await self.etcd.revoke(int(held.handle))
 
     async def holder(self, name: str) -> LockInfo | None:
