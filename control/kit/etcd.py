@@ -108,8 +108,16 @@ class Etcd:
 
     async def range(self, prefix: bytes, keys_only: bool = False) -> tuple[list[KV], int]:
         """Every key under `prefix`, read in pages at one revision; returns (kvs, revision)."""
+        return await self._range(prefix, keys_only, values_only=False)  # type: ignore[return-value]
+
+    async def range_values(self, prefix: bytes) -> list[bytes]:
+        """Only the values under `prefix` (no per-row objects: the fast path of big lists)."""
+        values, _ = await self._range(prefix, False, values_only=True)
+        return values  # type: ignore[return-value]
+
+    async def _range(self, prefix: bytes, keys_only: bool, values_only: bool) -> tuple[list[object], int]:
         end = utils.prefix_range_end(prefix)
-        start, revision, out = prefix, 0, []
+        start, revision, out = prefix, 0, []  # type: ignore[var-annotated]
         try:
             await self._client.connect()
             while True:
@@ -118,8 +126,11 @@ class Etcd:
                 resp = await self._client.kvstub.Range(req, timeout=30)
                 if not revision:
                     revision = resp.header.revision
-                out.extend(KV(kv.key, kv.value, kv.mod_revision, kv.create_revision, kv.lease)
-                           for kv in resp.kvs)
+                if values_only:
+                    out.extend(kv.value for kv in resp.kvs)
+                else:
+                    out.extend(KV(kv.key, kv.value, kv.mod_revision, kv.create_revision, kv.lease)
+                               for kv in resp.kvs)
                 if not resp.more or not resp.kvs:
                     return out, revision
                 start = resp.kvs[-1].key + b"\x00"

@@ -21,6 +21,11 @@ def test_mutual_tls_is_required(make_daemon) -> None:  # type: ignore[no-untyped
     daemon = make_daemon(use_tls=True).start()
     with daemon.http() as client:
         assert client.get("/v1/ping").json() == {"available": True}
+        assert client.get("/v1/desired_lrps/nope").status_code == 404
+        metrics = client.get("/metrics").text  # Prometheus metrics, by route and status
+        assert 'bbs_requests_total{method="GET",route="/v1/ping",status="200"}' in metrics
+        assert 'route="/v1/desired_lrps/{process_guid}",status="404"' in metrics
+        assert client.get("/ping").json() == {"ok": True}
     no_cert = ssl.create_default_context(cafile=str(daemon.certs.ca))
     with pytest.raises(httpx.HTTPError):  # the handshake fails without a client certificate
         httpx.get(f"{daemon.url}/v1/ping", verify=no_cert, timeout=5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from . import errors, routes
@@ -20,14 +20,31 @@ def create_app(svc: Services, max_request_bytes: int) -> Any:
     requests = Counter("bbs_requests_total", "BBS API requests", ["method", "route", "status"], registry=registry)
     latency = Histogram("bbs_request_seconds", "BBS API latency", ["route"], registry=registry)
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Any) -> Any:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        requests.labels(request.method, route, str(response.status_code)).inc()
-        latency.labels(route).observe(time.perf_counter() - start)
-        return response
+    class Measure:
+        """Plain ASGI (not BaseHTTPMiddleware, which costs a task group per request and
+        re-streams every response): count requests by route and status, time them."""
+
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                await self.inner(scope, receive, send)
+                return
+            start, status = time.perf_counter(), [500]
+
+            async def capture(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    status[0] = message["status"]
+                await send(message)
+            try:
+                await self.inner(scope, receive, capture)
+            finally:
+                route = getattr(scope.get("route"), "path", "unmatched")
+                requests.labels(scope["method"], route, str(status[0])).inc()
+                latency.labels(route).observe(time.perf_counter() - start)
+
+    app.add_middleware(Measure)
 
     @app.get("/ping", include_in_schema=False)
     async def ping() -> dict[str, bool]:

@@ -30,7 +30,12 @@ OptText = Annotated[str | None, Query(max_length=255)]
 
 
 def raw_list(items: list[bytes]) -> Response:
-    return Response(b"[" + b",".join(items) + b"]", media_type="application/json")
+    """A JSON array of stored documents, built with one join (a 100k list is ~40 MB)."""
+    if len(items) <= 1:
+        return Response(b"[" + b"".join(items) + b"]", media_type="application/json")
+    items = list(items)
+    items[0], items[-1] = b"[" + items[0], items[-1] + b"]"
+    return Response(b",".join(items), media_type="application/json")
 
 
 def model(obj: Any, status: int = 200) -> Response:

@@ -13,7 +13,7 @@ from control.models.actual_lrp import (ActualLRP, ActualLRPState, CrashRequest, 
 from control.models.auction import LRPStartRequest, Resource
 from control.models.desired_lrp import (DesiredLRP, DesiredLRPUpdate, ModificationTag,
                                         SchedulingInfo, UpdateStrategy)
-from control.models.errors import NotFound, PydiegoError, ResourceConflict
+from control.models.errors import InvalidRequest, NotFound, PydiegoError, ResourceConflict
 
 from ..peers import AuctioneerClient, CellDirectory, RepClient
 from ..store.changes import IndexChange, Rows
@@ -23,6 +23,16 @@ from . import lifecycle
 log = structlog.get_logger("bbs.lrp")
 S = ActualLRPState
 RETIRE_ATTEMPTS = 5
+# Desiring (or scaling up) writes the new UNCLAIMED rows in the same etcd transaction as the
+# LRP, and etcd runs with --max-txn-ops 20000 (README): more instances than this cannot be
+# written at once, and an unbounded count would be built in memory before etcd refused it.
+MAX_INSTANCES = 10_000
+
+
+def _check_instances(guid: str, instances: int) -> None:
+    if instances > MAX_INSTANCES:
+        raise InvalidRequest(f"desired LRP {guid}: instances {instances} is over the maximum of {MAX_INSTANCES}",
+                             errors=[{"field": "instances", "problem": f"must be at most {MAX_INSTANCES}"}])
 
 
 def start_request(sched: SchedulingInfo, indices: list[int]) -> LRPStartRequest:
@@ -44,6 +54,7 @@ class LRPController:
 
     # ---- desired ------------------------------------------------------------------------------
     async def desire(self, desired: DesiredLRP) -> DesiredLRP:
+        _check_instances(desired.process_guid, desired.instances)
         now = self.clock.now_ns()
         desired = desired.model_copy(update={"modification_tag": ModificationTag(epoch=self.new_guid(), index=0)})
         actuals = [lifecycle.new_unclaimed(desired.process_guid, i, desired.domain, now, self.new_guid())
@@ -56,6 +67,8 @@ class LRPController:
         return desired
 
     async def update(self, guid: str, update: DesiredLRPUpdate) -> tuple[DesiredLRP, DesiredLRP]:
+        if update.instances is not None:
+            _check_instances(guid, update.instances)
         before_full = await self.store.get_desired(guid)
         for _ in range(CAS_ATTEMPTS):
             sched, rev = await self.store.get_scheduling_info(guid)
@@ -152,8 +165,12 @@ class LRPController:
 
     async def start(self, guid: str, index: int, req: StartRequest) -> None:
         now = self.clock.now_ns()
-        domain = await self._domain(guid)
-        await self._apply(guid, index, lambda rows: lifecycle.start(rows, guid, index, req, now, domain, self.new_guid))
+
+        async def decide(rows: Rows) -> IndexChange:
+            # the DesiredLRP's domain is only needed to re-create a row the BBS lost
+            domain = await self._domain(guid) if Presence.ORDINARY not in rows else None
+            return lifecycle.start(rows, guid, index, req, now, domain, self.new_guid)
+        await self._apply(guid, index, decide)  # type: ignore[arg-type]
 
     async def crash(self, guid: str, index: int, req: CrashRequest) -> None:
         now = self.clock.now_ns()

@@ -149,11 +149,14 @@ class LRPStore:
             prefix = self.keys.actual_guid(process_guid)
         else:
             prefix = self.keys.actual
-        kvs, _ = await self.etcd.range(prefix)
         needles = [n for n in (_field_filter("domain", domain), _field_filter("cell_id", cell_id)) if n]
+        if index is None or process_guid is not None:  # the key prefix did all the index filtering
+            values = await self.etcd.range_values(prefix)
+            return [v for v in values if all(n in v for n in needles)] if needles else values
+        kvs, _ = await self.etcd.range(prefix)
         out = []
         for kv in kvs:
-            if index is not None and process_guid is None and self.keys.parse_actual(kv.key)[1] != index:
+            if self.keys.parse_actual(kv.key)[1] != index:
                 continue
             if all(n in kv.value for n in needles):
                 out.append(kv.value)
