@@ -12,7 +12,7 @@ import json
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .actions import Action, EnvironmentVariable
 from .base import (MAX_ANNOTATION_BYTES, MAX_ROUTES_BYTES, MAX_VOLUME_MOUNTED_FILES_BYTES,
@@ -178,9 +178,16 @@ def _check_routes(value: dict[str, Any] | None) -> dict[str, Any] | None:
     size = len(json.dumps(value, separators=(",", ":")).encode())
     if size > MAX_ROUTES_BYTES:
         raise ValueError(f"routes are {size} bytes, over the limit of {MAX_ROUTES_BYTES}")
+    problems: list[str] = []
     for key, adapter in ROUTE_ADAPTERS.items():
         if key in value and value[key] is not None:
-            adapter.validate_python(value[key])
+            try:
+                adapter.validate_python(value[key])
+            except ValidationError as exc:
+                # name the router key: re-raising exc would report `routes.0.port`, not which router
+                problems += [f"{'.'.join(map(str, (key, *e['loc'])))}: {e['msg']}" for e in exc.errors()]
+    if problems:
+        raise ValueError("; ".join(problems))
     return value
 
 

@@ -40,10 +40,14 @@ def _instance_key(lrp: ActualLRP) -> dict[str, Any]:
 
 
 def _crashed(before: ActualLRP, after: ActualLRP) -> bool:
-    """A crash moved a claimed/running incarnation to CRASHED or (immediate restart) UNCLAIMED
-    and wrote a new crash count; unclaims and restarts keep the count unchanged."""
-    return (before.state in (ActualLRPState.CLAIMED, ActualLRPState.RUNNING)
-            and after.state in (ActualLRPState.CRASHED, ActualLRPState.UNCLAIMED)
+    """A crash ended a claimed/running incarnation: the row is now CRASHED (only a crash gets
+    there), or back in UNCLAIMED (immediate restart) with a new crash count; BBS-internal
+    unclaims (evacuation, suspect) keep the count unchanged."""
+    if before.state not in (ActualLRPState.CLAIMED, ActualLRPState.RUNNING):
+        return False
+    if after.state is ActualLRPState.CRASHED:
+        return True
+    return (after.state is ActualLRPState.UNCLAIMED
             and after.crash_count != before.crash_count and after.crash_count > 0)
 
 
@@ -62,7 +66,10 @@ def actual_lrp_events(before: ActualLRP | None, after: ActualLRP | None) -> list
             "actual_lrp_key": _key(after), "actual_lrp_instance_key": _instance_key(before),
             "crash_count": after.crash_count, "crash_reason": after.crash_reason, "since": after.since,
         }))
-    if before.instance_guid and before.instance_guid != after.instance_guid:
+    if after.state is ActualLRPState.UNCLAIMED and before.state is not ActualLRPState.UNCLAIMED:
+        # the incarnation is over (the next one gets a new instance key): removed + created.
+        # Every other change, a crash to CRASHED and a claim stolen by another cell included,
+        # is one changed event (reference §2.4; Diego decides by the state after, too).
         events.append((EventType.ACTUAL_LRP_INSTANCE_REMOVED, {"actual_lrp": _dump(before)}))
         events.append((EventType.ACTUAL_LRP_INSTANCE_CREATED, {"actual_lrp": _dump(after)}))
     else:

@@ -123,7 +123,15 @@ class CompleteTaskRequest(Model):
     cell_id: CellId = Field(min_length=1)
     failed: bool = False
     failure_reason: str = ""
-    result: str = Field(default="", max_length=MAX_RESULT_BYTES)
+    result: str = ""
+
+    @field_validator("result")
+    @classmethod
+    def _result_size(cls, value: str) -> str:
+        # a limit in bytes, like the rep's: max_length would count characters
+        if len(value.encode()) > MAX_RESULT_BYTES:
+            raise ValueError(f"result is over {MAX_RESULT_BYTES} bytes")
+        return value
 
 
 class TaskErrorRequest(Model):

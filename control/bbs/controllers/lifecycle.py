@@ -88,6 +88,9 @@ def start(rows: Rows, guid: str, index: int, req: StartRequest, now: int,
         raise CannotBeStarted(f"actual LRP {guid}/{index} is {lrp.state} on {lrp.cell_id or 'no cell'}")
     unchanged = (lrp.state is S.RUNNING and lrp.instance_key == key and lrp.address == req.address
                  and lrp.ports == list(req.ports) and lrp.instance_address == req.instance_address
+                 and lrp.preferred_address == req.preferred_address
+                 and lrp.availability_zone == req.availability_zone
+                 and lrp.metric_tags == (req.metric_tags or lrp.metric_tags)
                  and lrp.routable == routable)
     if not unchanged:
         change.puts[P.ORDINARY] = _bump(
@@ -167,10 +170,14 @@ def evacuate_running(rows: Rows, guid: str, index: int, req: StartRequest, now: 
     if lrp is not None and lrp.instance_key != key and lrp.state in (S.RUNNING, S.CRASHED):
         return IndexChange(deletes=drop_evac, result=False)  # the replacement runs elsewhere
     ours = lrp if (lrp is not None and lrp.instance_key == key) else (suspect if _from_suspect(rows, key) else None)
-    if recreate_all_running is not None and ours is lrp and lrp is not None:
-        if not recreate_all_running:
-            return IndexChange(result=True)  # RECREATE: one instance at a time
-        return IndexChange(puts={P.ORDINARY: unclaim(lrp, now)}, auction=True, result=False)
+    if recreate_all_running is not None:
+        # RECREATE never has an evacuating row (reference §2.5): one instance moves at a time
+        if ours is not None and ours is lrp:
+            if not recreate_all_running:
+                return IndexChange(result=True)  # keep the container and retry
+            return IndexChange(puts={P.ORDINARY: unclaim(lrp, now)}, auction=True, result=False)
+        # our row is EVACUATING or SUSPECT, or there is none: drop it and delete the container
+        return IndexChange(deletes=drop_evac | ({P.SUSPECT} if ours is not None else set()), result=False)
     if evac is not None and evac.instance_key != key:
         return IndexChange(result=False)  # only one evacuating row per index
     base = ours or evac or lrp or new_unclaimed(guid, index, domain, now, "")

@@ -1,8 +1,10 @@
 """Turn one etcd watch batch (the changes of one revision) into Diego events.
 
 Pure apart from `fetch_run`, which reads a DesiredLRP's run half when an update touched only
-the schedule half. A row that moved between presences in one transaction (ORDINARY → SUSPECT,
-a delete and a put with the same instance guid) is one `actual_lrp_instance_changed`.
+the schedule half. An incarnation that moved between presence rows in one transaction is one
+`actual_lrp_instance_changed`: ORDINARY → SUSPECT (a delete and a put with the same instance
+guid), and evacuation (an EVACUATING copy created while the ORDINARY row is unclaimed, which
+also yields `actual_lrp_instance_created` for the new UNCLAIMED row).
 """
 from __future__ import annotations
 
@@ -31,13 +33,20 @@ def actual_events(keys: Keys, changes: list[Change]) -> list[Event]:
     events: list[Event] = []
     for pairs in by_index.values():
         used: set[int] = set()
-        for i, (gone, none_after) in enumerate(pairs):
-            if gone is None or none_after is not None or not gone.instance_guid:
+        for i, (gone, moved_from) in enumerate(pairs):
+            # an incarnation that moved to another presence row: either its row was deleted
+            # (ORDINARY → SUSPECT), or its row was reused for the next incarnation (evacuation:
+            # ORDINARY → EVACUATING copy + the ORDINARY row unclaimed)
+            if gone is None or not gone.instance_guid:
+                continue
+            if moved_from is not None and moved_from.instance_guid == gone.instance_guid:
                 continue
             for j, (none_before, new) in enumerate(pairs):
-                if j not in used and none_before is None and new is not None \
+                if j not in used and j != i and none_before is None and new is not None \
                         and new.instance_guid == gone.instance_guid:
-                    events.extend(actual_lrp_events(gone, new))  # moved between presences
+                    events.extend(actual_lrp_events(gone, new))
+                    if moved_from is not None:
+                        events.extend(actual_lrp_events(None, moved_from))
                     used.update({i, j})
                     break
         for i, (before, after) in enumerate(pairs):
