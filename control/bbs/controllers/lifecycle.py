@@ -140,13 +140,21 @@ def unclaim(lrp: ActualLRP, now: int) -> ActualLRP:
 
 # ---- evacuation (reference §2.5) --------------------------------------------------------------
 
-def evacuate_claimed(rows: Rows, guid: str, index: int, key: InstanceKey, now: int) -> IndexChange:
+def _drop_evacuating_and_suspect(rows: Rows, key: InstanceKey) -> IndexChange:
+    """An evacuating cell's call removes its own EVACUATING and SUSPECT rows; keep_container
+    is false unless the caller decides otherwise."""
     change = IndexChange(result=False)
     evac = rows.get(P.EVACUATING)
     if evac is not None and evac.instance_key == key:
         change.deletes.add(P.EVACUATING)
     if _from_suspect(rows, key):
         change.deletes.add(P.SUSPECT)
+    return change
+
+
+def evacuate_claimed(rows: Rows, guid: str, index: int, key: InstanceKey, now: int) -> IndexChange:
+    change = _drop_evacuating_and_suspect(rows, key)
+    if P.SUSPECT in change.deletes:
         return change
     lrp = rows.get(P.ORDINARY)
     if lrp is not None and lrp.instance_key == key and lrp.state in (S.CLAIMED, S.RUNNING):
@@ -201,12 +209,7 @@ def evacuate_stopped(rows: Rows, guid: str, index: int, key: InstanceKey) -> Ind
 def evacuate_crashed(rows: Rows, guid: str, index: int, req: CrashRequest, now: int) -> IndexChange:
     """The crash logic runs but no auction is requested; convergence picks it up."""
     key = InstanceKey(instance_guid=req.instance_guid, cell_id=req.cell_id)
-    change = IndexChange(result=False)
-    evac = rows.get(P.EVACUATING)
-    if evac is not None and evac.instance_key == key:
-        change.deletes.add(P.EVACUATING)
-    if _from_suspect(rows, key):
-        change.deletes.add(P.SUSPECT)
+    change = _drop_evacuating_and_suspect(rows, key)
     lrp = rows.get(P.ORDINARY)
     if lrp is not None and lrp.instance_key == key:
         crashed = crash({P.ORDINARY: lrp}, guid, index, req, now, auction=False)
