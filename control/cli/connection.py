@@ -38,7 +38,10 @@ def client_from_args(args: Namespace) -> BBSClient:
         if state.get("coordination"):
             locate = LockLocator(CoordinationConfig.model_validate(state["coordination"]))
     tls = client_context(ca, cert, key) if url.startswith("https") and ca else None
-    return BBSClient(url, tls=tls, retries=int(os.environ.get("PYDIEGO_RETRIES", "3")), locate=locate)
+    # With a locator the CLI rides out a failover (a lock TTL, ~3 s in the local cluster):
+    # 8 retries back off over ~11 s; without one, a dead address fails fast.
+    retries = int(os.environ.get("PYDIEGO_RETRIES", "8" if locate else "2"))
+    return BBSClient(url, tls=tls, retries=retries, locate=locate)
 
 
 def coordination_from_args(args: Namespace) -> CoordinationConfig:

@@ -21,8 +21,12 @@ ROOT = Path(__file__).resolve().parents[2]
 def pydiego(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([sys.executable, "-m", "control.cli.main", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
-    if check:
-        assert proc.returncode == 0, f"pydiego {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    if check and proc.returncode != 0:
+        logs = ""
+        if "--dir" in args:  # show what the cluster's processes said
+            for log in sorted((Path(args[args.index("--dir") + 1]) / "logs").glob("*.log")):
+                logs += f"\n--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise AssertionError(f"pydiego {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}{logs}")
     return proc
 
 
