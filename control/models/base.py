@@ -21,7 +21,9 @@ ProcessGuid = Guid
 TaskGuid = Guid
 InstanceGuid = Annotated[str, StringConstraints(max_length=255)]
 CellId = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9_.-]*$", max_length=255)]
-DomainName = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^/\s]+$")]
+DomainName = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^/\s\x00-\x1f\x7f]+$")]
+INT32_MAX = 2**31 - 1  # Diego's int32 fields
+MAX_INSTANCES = 10_000  # one desire writes all its rows in one etcd transaction (--max-txn-ops)
 Port = Annotated[int, "port"]
 
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .actions import Action, EnvironmentVariable
-from .base import (MAX_ANNOTATION_BYTES, MAX_ROUTES_BYTES, MAX_VOLUME_MOUNTED_FILES_BYTES,
+from .base import (INT32_MAX, MAX_ANNOTATION_BYTES, MAX_INSTANCES, MAX_ROUTES_BYTES, MAX_VOLUME_MOUNTED_FILES_BYTES,
                    DomainName, Model, ProcessGuid)
 from .checks import CheckDefinition
 from .routes import ROUTE_ADAPTERS
@@ -192,22 +192,22 @@ def _check_routes(value: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 class _ResourceFields(Model):
-    memory_mb: int = Field(default=0, ge=0, description="0 = unlimited")
-    disk_mb: int = Field(default=0, ge=0, description="0 = unlimited")
-    max_pids: int = Field(default=0, ge=0, description="0 = unlimited")
+    memory_mb: int = Field(default=0, ge=0, le=INT32_MAX, description="0 = unlimited")
+    disk_mb: int = Field(default=0, ge=0, le=INT32_MAX, description="0 = unlimited")
+    max_pids: int = Field(default=0, ge=0, le=INT32_MAX, description="0 = unlimited")
 
 
 class DesiredLRP(_ResourceFields):
     process_guid: ProcessGuid
     domain: DomainName
     rootfs: str
-    instances: int = Field(default=1, ge=0)
+    instances: int = Field(default=1, ge=0, le=MAX_INSTANCES)
     env: list[EnvironmentVariable] = []
     setup: Action | None = None
     action: Action
     monitor: Action | None = None
     check_definition: CheckDefinition | None = None
-    start_timeout_ms: int = Field(default=0, ge=0)
+    start_timeout_ms: int = Field(default=0, ge=0, le=2**63 - 1)
     cpu_weight: int = Field(default=0, ge=0, le=100)
     privileged: bool = False
     ports: list[int] = Field(default=[], max_length=64)
@@ -311,7 +311,7 @@ class RunInfo(Model):
 class DesiredLRPUpdate(Model):
     """The only fields an update may change (reference §1.1)."""
 
-    instances: int | None = Field(default=None, ge=0)
+    instances: int | None = Field(default=None, ge=0, le=MAX_INSTANCES)
     routes: dict[str, Any] | None = None
     annotation: str | None = None
     metric_tags: dict[str, MetricTagValue] | None = None

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from .actions import Action, EnvironmentVariable
-from .base import MAX_ANNOTATION_BYTES, MAX_ERROR_CHARS, CellId, DomainName, Model, TaskGuid
+from .base import INT32_MAX, MAX_ANNOTATION_BYTES, MAX_ERROR_CHARS, CellId, DomainName, Model, TaskGuid
 from .desired_lrp import (CachedDependency, CertificateProperties, File, ImageLayer, LogRateLimit,
                           Network, SecurityGroupRule, VolumeMount, validate_rootfs)
 
@@ -43,9 +43,9 @@ class TaskDefinition(Model):
     rootfs: str
     env: list[EnvironmentVariable] = []
     action: Action
-    memory_mb: int = Field(default=0, ge=0)
-    disk_mb: int = Field(default=0, ge=0)
-    max_pids: int = Field(default=0, ge=0)
+    memory_mb: int = Field(default=0, ge=0, le=INT32_MAX)
+    disk_mb: int = Field(default=0, ge=0, le=INT32_MAX)
+    max_pids: int = Field(default=0, ge=0, le=INT32_MAX)
     cpu_weight: int = Field(default=0, ge=0, le=100)
     privileged: bool = False
     log_source: str = ""

@@ -41,6 +41,8 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404:
             err = NotFound(f"no route {request.method} {request.url.path}")
             return JSONResponse(err.to_body(), status_code=404)
-        kind = {405: "MethodNotAllowed"}.get(exc.status_code, "InvalidRequest")
+        # FastAPI raises a bare 400 when it cannot parse a body (e.g. JSON nested past Python's
+        # recursion limit); every body is JSON, so that is InvalidJSON.
+        kind = {400: "InvalidJSON", 405: "MethodNotAllowed"}.get(exc.status_code, "InvalidRequest")
         return JSONResponse({"type": kind, "message": str(exc.detail)}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))

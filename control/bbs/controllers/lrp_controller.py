@@ -13,6 +13,7 @@ from control.models.actual_lrp import (ActualLRP, ActualLRPState, CrashRequest, 
 from control.models.auction import LRPStartRequest, Resource
 from control.models.desired_lrp import (DesiredLRP, DesiredLRPUpdate, ModificationTag,
                                         SchedulingInfo, UpdateStrategy)
+from control.models.base import MAX_INSTANCES
 from control.models.errors import InvalidRequest, NotFound, PydiegoError, ResourceConflict
 
 from ..peers import AuctioneerClient, CellDirectory, RepClient
@@ -24,9 +25,8 @@ log = structlog.get_logger("bbs.lrp")
 S = ActualLRPState
 RETIRE_ATTEMPTS = 5
 # Desiring (or scaling up) writes the new UNCLAIMED rows in the same etcd transaction as the
-# LRP, and etcd runs with --max-txn-ops 20000 (README): more instances than this cannot be
-# written at once, and an unbounded count would be built in memory before etcd refused it.
-MAX_INSTANCES = 10_000
+# LRP, and etcd runs with --max-txn-ops 20000 (README): more instances than MAX_INSTANCES cannot
+# be written at once. The models refuse it too; this keeps the controller safe on its own.
 
 
 def _check_instances(guid: str, instances: int) -> None:
