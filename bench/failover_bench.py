@@ -208,7 +208,7 @@ def main() -> int:
         print(json.dumps({"hardware": hardware(), "settings": SETTINGS, "results": results}, indent=2))
         return 0
     print(f"hardware: {hardware()}")
-    print(f"settings: {SETTINGS} (Consul session TTL = half of each; session_ttl_min 1s)")
+    print(f"settings: {SETTINGS} (Consul sessions: 0.45 x each TTL, at least 1 s; session_ttl_min 1s)")
     targets = {"graceful_s": ("< 1 s", 1.0), "sigkill_s": ("<= 5 s", 5.0),
                "presence_gone_s": (f"<= TTL {SETTINGS['presence_ttl']} s", float(SETTINGS["presence_ttl"])),
                "watch_delivery_s": ("<= 1 s after expiry (watch - poller)", 1.0)}
