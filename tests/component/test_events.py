@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from control.kit.etcd import Etcd
+from control.kit.etcd import Etcd, Txn
 from control.models.actual_lrp import ActualLRP, ActualLRPState, Presence
 from control.models.desired_lrp import ModificationTag
 from control.models.task import Task, TaskDefinition
@@ -319,6 +319,18 @@ async def test_a_bad_document_in_etcd_does_not_stop_the_stream(bbs: RunningBBS, 
     await bbs.client.desire_lrp(body)
     name, payload = await lrp_events.next()
     assert name == "desired_lrp_created" and payload["desired_lrp"]["process_guid"] == body["process_guid"]
+
+
+async def test_a_bad_document_costs_only_its_own_event_in_a_batch(bbs: RunningBBS, etcd: Etcd,
+                                                                   lrp_events: EventReader) -> None:
+    good = ActualLRP(process_guid="same-txn", index=0, domain="d", state=ActualLRPState.UNCLAIMED,
+                     modification_tag=ModificationTag(epoch="e", index=0))
+    txn = Txn()
+    txn.put(etcd.tx, bbs.bbs.keys.actual_lrp("garbage", 1, Presence.ORDINARY), b"{not json")
+    txn.put(etcd.tx, bbs.bbs.keys.actual_lrp("same-txn", 0, Presence.ORDINARY), good.to_json())
+    assert await etcd.commit(txn)  # one etcd revision, one watch batch
+    name, payload = await lrp_events.next()
+    assert name == "actual_lrp_instance_created" and payload["actual_lrp"]["process_guid"] == "same-txn"
 
 
 # ---- task events --------------------------------------------------------------------------------

@@ -13,7 +13,10 @@ from enum import StrEnum
 import structlog
 
 from control.kit.etcd import Change, Etcd
+from control.models.actual_lrp import ActualLRP
+from control.models.base import Model
 from control.models.events import Event, event_cell_ids
+from control.models.task import Task
 
 from ..store.keys import Keys
 from .translate import actual_events, desired_events, task_events
@@ -90,11 +93,26 @@ class EventHub:
         kv = await self.etcd.get(self.keys.run(guid))
         return None if kv is None else kv.value
 
+    def _readable(self, changes: list[Change], model: type[Model]) -> list[Change]:
+        """Drop (and log) the changes whose documents do not parse, so that one bad document
+        written by a foreign writer costs only its own event, not the batch's."""
+        out = []
+        for change in changes:
+            try:
+                for raw in (change.value, change.prev):
+                    if raw is not None:
+                        model.model_validate_json(raw)
+            except ValueError:
+                log.warning("undecodable-document-skipped", key=change.key.decode(errors="replace"))
+                continue
+            out.append(change)
+        return out
+
     async def _dispatch(self, batch: list[Change]) -> None:
         k = self.keys
-        actual = [c for c in batch if c.key.startswith(k.actual)]
+        actual = self._readable([c for c in batch if c.key.startswith(k.actual)], ActualLRP)
         desired = [c for c in batch if c.key.startswith(k.desired)]
-        tasks = [c for c in batch if c.key.startswith(k.tasks)]
+        tasks = self._readable([c for c in batch if c.key.startswith(k.tasks)], Task)
         lrp_events = (await desired_events(k, desired, self._fetch_run) if desired else []) + \
             (actual_events(k, actual) if actual else [])
         for event in lrp_events:
