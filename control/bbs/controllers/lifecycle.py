@@ -173,9 +173,10 @@ def evacuate_running(rows: Rows, guid: str, index: int, req: StartRequest, now: 
     net = {"address": req.address, "ports": [p.model_dump() for p in req.ports],
            "instance_address": req.instance_address, "preferred_address": req.preferred_address}
     drop_evac = {P.EVACUATING} if evac is not None and evac.instance_key == key else set()
-    if domain is None:
+    if domain is None or lrp is None:
+        # the DesiredLRP is gone (Diego reads a missing ORDINARY row the same way)
         return IndexChange(deletes=drop_evac, result=False)
-    if lrp is not None and lrp.instance_key != key and lrp.state in (S.RUNNING, S.CRASHED):
+    if lrp.instance_key != key and lrp.state in (S.RUNNING, S.CRASHED):
         return IndexChange(deletes=drop_evac, result=False)  # the replacement runs elsewhere
     ours = lrp if (lrp is not None and lrp.instance_key == key) else (suspect if _from_suspect(rows, key) else None)
     if recreate_all_running is not None:

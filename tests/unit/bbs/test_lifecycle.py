@@ -323,6 +323,13 @@ def test_evacuate_running_after_the_desired_lrp_was_deleted_drops_the_row_and_th
     assert change.deletes == {P.EVACUATING} and not change.puts and change.result is False
 
 
+@pytest.mark.parametrize("rows", [{}, {P.EVACUATING: row(S.RUNNING, presence=P.EVACUATING)}])
+def test_evacuate_running_without_an_ordinary_row_reads_it_as_removed(rows: Rows) -> None:
+    change = evacuate_running(dict(rows))  # the DesiredLRP still exists, its ORDINARY row does not
+    assert not change.puts and change.result is False
+    assert change.deletes == ({P.EVACUATING} if rows else set())
+
+
 @pytest.mark.parametrize("replacement", [row(S.UNCLAIMED), row(S.CLAIMED, key=OTHER)])
 def test_evacuate_running_refreshes_our_evacuating_row_while_the_replacement_is_pending(replacement: ActualLRP) -> None:
     mine = row(S.RUNNING, presence=P.EVACUATING)
