@@ -166,7 +166,8 @@ class UpdateStrategy(StrEnum):
     RECREATE = "RECREATE"
 
 
-def _check_annotation(value: str) -> str:
+def check_annotation(value: str) -> str:
+    """Annotations are at most 10 KiB (reference §1.1), counted in bytes."""
     if len(value.encode()) > MAX_ANNOTATION_BYTES:
         raise ValueError(f"annotation is over {MAX_ANNOTATION_BYTES} bytes")
     return value
@@ -235,7 +236,7 @@ class DesiredLRP(_ResourceFields):
     update_strategy: UpdateStrategy = UpdateStrategy.ROLLING
 
     _v_rootfs = field_validator("rootfs")(classmethod(lambda cls, v: validate_rootfs(v)))
-    _v_annotation = field_validator("annotation")(classmethod(lambda cls, v: _check_annotation(v)))
+    _v_annotation = field_validator("annotation")(classmethod(lambda cls, v: check_annotation(v)))
     _v_routes = field_validator("routes")(classmethod(lambda cls, v: _check_routes(v)))
 
     @field_validator("ports")
@@ -321,7 +322,7 @@ class DesiredLRPUpdate(Model):
     @field_validator("annotation")
     @classmethod
     def _annotation(cls, value: str | None) -> str | None:
-        return None if value is None else _check_annotation(value)
+        return None if value is None else check_annotation(value)
 
     @field_validator("routes")
     @classmethod

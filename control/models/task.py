@@ -7,9 +7,9 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from .actions import Action, EnvironmentVariable
-from .base import INT32_MAX, MAX_ANNOTATION_BYTES, MAX_ERROR_CHARS, CellId, DomainName, Model, TaskGuid
+from .base import INT32_MAX, MAX_ERROR_CHARS, CellId, DomainName, Model, TaskGuid
 from .desired_lrp import (CachedDependency, CertificateProperties, File, ImageLayer, LogRateLimit,
-                          Network, SecurityGroupRule, VolumeMount, validate_rootfs)
+                          Network, SecurityGroupRule, VolumeMount, check_annotation, validate_rootfs)
 
 MAX_TASK_RETRIES = 3
 MAX_RESULT_BYTES = 50 * 1024
@@ -75,9 +75,7 @@ class TaskDefinition(Model):
     @field_validator("annotation")
     @classmethod
     def _annotation(cls, value: str) -> str:
-        if len(value.encode()) > MAX_ANNOTATION_BYTES:
-            raise ValueError(f"annotation is over {MAX_ANNOTATION_BYTES} bytes")
-        return value
+        return check_annotation(value)
 
     @field_validator("completion_callback_url")
     @classmethod
