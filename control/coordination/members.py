@@ -30,13 +30,12 @@ def lock_value(owner: str, address: str) -> bytes:
 
 class LockMember:
     def __init__(self, coordinator: Coordinator, name: str, value: bytes, etcd: Etcd | None = None,
-                 key_prefix: str = "/pydiego/v1", on_acquired: Callable[[int], None] | None = None) -> None:
+                 key_prefix: str = "/pydiego/v1") -> None:
         self.coordinator = coordinator
         self.name = name
         self.value = value
         self.etcd = etcd
         self.key_prefix = key_prefix
-        self.on_acquired = on_acquired
         self.token = 0
 
     async def run(self, ready: asyncio.Event) -> None:
@@ -48,8 +47,6 @@ class LockMember:
             self.token = held.token
             if self.etcd is not None:
                 self.etcd.fence = (fence.fence_key(self.key_prefix, self.name), fence.encode(held.token))
-            if self.on_acquired is not None:
-                self.on_acquired(held.token)
             log.info("lock-acquired", lock=self.name, token=held.token)
             ready.set()
             while True:
