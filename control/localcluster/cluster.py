@@ -66,11 +66,7 @@ class Ports:
         return self.base + self.n - 1
 
 
-last_cmd: list[list[str]] = [[]]
-
-
 def spawn(cmd: list[str], log: Path) -> int:
-    last_cmd[0] = cmd
     with log.open("ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
@@ -113,15 +109,16 @@ def up(directory: Path, progress: Progress, base_port: int = 0, python: str = sy
         progress("[2/4] starting etcd")
         etcd_port, peer_port = ports.next(), ports.next()
         log = layout.logs / "etcd.log"
-        pid = spawn([_binary("etcd"), "--name", "local", "--data-dir", str(layout.data("etcd")),
+        cmd = [_binary("etcd"), "--name", "local", "--data-dir", str(layout.data("etcd")),
                       "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
                       "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
                       "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
                       "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
                       "--initial-cluster", f"local=http://127.0.0.1:{peer_port}",
                       "--max-txn-ops", "20000", "--max-request-bytes", "33554432",
-                      "--quota-backend-bytes", str(8 * 1024**3), "--log-level", "warn"], log)
-        procs.append(Process("etcd", "etcd", pid, f"127.0.0.1:{etcd_port}", str(log), cmd=last_cmd[0]))
+                      "--quota-backend-bytes", str(8 * 1024**3), "--log-level", "warn"]
+        pid = spawn(cmd, log)
+        procs.append(Process("etcd", "etcd", pid, f"127.0.0.1:{etcd_port}", str(log), cmd=cmd))
         took = _wait_until(lambda: httpx.get(f"http://127.0.0.1:{etcd_port}/health", timeout=1).json()["health"] == "true",
                            pid, "etcd", log)
         progress(f"      etcd ready on 127.0.0.1:{etcd_port} ({took:.1f}s)")
@@ -135,10 +132,11 @@ def up(directory: Path, progress: Progress, base_port: int = 0, python: str = sy
             "ports": {"http": consul_port, "dns": -1, "grpc": -1, "serf_lan": ports.next(),
                       "serf_wan": ports.next(), "server": ports.next()}}))
         log = layout.logs / "consul.log"
-        pid = spawn([_binary("consul"), "agent", "-server", "-bootstrap-expect", "1",
+        cmd = [_binary("consul"), "agent", "-server", "-bootstrap-expect", "1",
                       "-data-dir", str(layout.data("consul")), "-bind", "127.0.0.1", "-client", "127.0.0.1",
-                      "-node", "pydiego-local", "-config-file", str(consul_cfg), "-log-level", "warn"], log)
-        procs.append(Process("consul", "consul", pid, f"127.0.0.1:{consul_port}", str(log), cmd=last_cmd[0]))
+                      "-node", "pydiego-local", "-config-file", str(consul_cfg), "-log-level", "warn"]
+        pid = spawn(cmd, log)
+        procs.append(Process("consul", "consul", pid, f"127.0.0.1:{consul_port}", str(log), cmd=cmd))
         took = _wait_until(lambda: bool(httpx.get(f"http://127.0.0.1:{consul_port}/v1/status/leader", timeout=1).json())
                            and httpx.put(f"http://127.0.0.1:{consul_port}/v1/kv/pydiego-ready", content=b"1",
                                          timeout=1).status_code == 200, pid, "consul", log)
@@ -158,8 +156,9 @@ def up(directory: Path, progress: Progress, base_port: int = 0, python: str = sy
                 "coordination": coordination,
             }))
             log = layout.logs / f"bbs-{n}.log"
-            pid = spawn([python, "-m", "control.bbs", "--config", str(cfg_path)], log)
-            procs.append(Process("bbs", f"bbs-{n}", pid, url, str(log), active=False, cmd=last_cmd[0]))
+            cmd = [python, "-m", "control.bbs", "--config", str(cfg_path)]
+            pid = spawn(cmd, log)
+            procs.append(Process("bbs", f"bbs-{n}", pid, url, str(log), active=False, cmd=cmd))
             if n == 0:
                 took = _wait_until(lambda: httpx.get(f"{url}/v1/ping", verify=ctx, timeout=1).json()["available"],
                                    pid, "the BBS", log)
