@@ -4,15 +4,11 @@ A standby BBS waits at the lock and does not serve; it exits when the lock is lo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
-import ssl
-from collections.abc import Iterator
 from typing import Any
 
 import structlog
-import uvicorn
 
 from control.coordination.base import Coordinator
 from control.coordination.factory import build as build_coordinator
@@ -20,6 +16,7 @@ from control.coordination.members import LockMember, lock_value
 from control.kit.clock import Clock, SystemClock, new_guid
 from control.kit.etcd import Etcd
 from control.kit.supervisor import Runner, run_members
+from control.kit.http_server import APIServer, ServerTLS
 from control.kit.tls import client_context
 
 from .api.app import create_app
@@ -37,45 +34,6 @@ from .store.lrp_store import LRPStore
 from .store.task_store import TaskStore
 
 log = structlog.get_logger("bbs")
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handlers: the supervisor owns the signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-class APIServer:
-    """Runs a uvicorn server as a supervised member; ready once it listens."""
-
-    def __init__(self, app: Any, cfg: BBSConfig, before_drain: Any = None) -> None:
-        self.before_drain = before_drain  # e.g. end the event streams so draining is quick
-        kwargs: dict[str, Any] = {}
-        if not cfg.plain_http:
-            kwargs = dict(ssl_certfile=cfg.server_cert, ssl_keyfile=cfg.server_key, ssl_ca_certs=cfg.ca_cert,
-                          ssl_cert_reqs=ssl.CERT_REQUIRED if cfg.require_client_cert else ssl.CERT_OPTIONAL)
-        self.config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_config=None, access_log=False,
-                                     lifespan="off", timeout_graceful_shutdown=2, **kwargs)
-        self.server = _QuietServer(self.config)
-
-    async def run(self, ready: asyncio.Event) -> None:
-        serving = asyncio.ensure_future(self.server.serve())
-        try:
-            while not self.server.started:
-                if serving.done():
-                    await serving
-                    raise RuntimeError("API server stopped before it started listening")
-                await asyncio.sleep(0.01)
-            ready.set()
-            await asyncio.shield(serving)
-        finally:
-            if self.before_drain is not None:
-                self.before_drain()
-            self.server.should_exit = True
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await serving
 
 
 class Warmup:
@@ -140,7 +98,8 @@ class BBS:
         services = Services(lrps=self.lrps, tasks=self.tasks, domains=self.domains, cells=self.cells,
                             hub=self.hub, clock=self.clock)
         self.asgi, self.app = create_app(services, cfg.max_request_bytes)
-        self.api = APIServer(self.asgi, cfg, before_drain=self.hub.close_all)
+        tls = None if cfg.plain_http else ServerTLS(cfg.ca_cert, cfg.server_cert, cfg.server_key, cfg.require_client_cert)
+        self.api = APIServer(self.asgi, cfg.host, cfg.port, tls, before_drain=self.hub.close_all)
 
     def members(self) -> list[tuple[str, Runner]]:
         return [("warmup", Warmup(self.asgi)), ("etcd", EtcdConnection(self.etcd)), ("lock", self.lock), ("events", self.hub),

@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 
 from . import errors, routes
 from .deps import Services
-from .limits import BodyLimit
+from control.kit.asgi_limits import BodyLimit
 
 
 def create_app(svc: Services, max_request_bytes: int) -> Any:
