@@ -23,6 +23,9 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("bbs", help="run the BBS daemon")
     d.add_argument("--config", required=True, help="YAML or JSON config file (BBSConfig)")
 
+    d = sub.add_parser("rep", help="run a cell's rep daemon (SIGTERM evacuates, SIGINT stops in place)")
+    d.add_argument("--config", required=True, help="YAML or JSON config file (RepConfig)")
+
     c = sub.add_parser("cluster", help="a complete local cluster on this machine")
     c.add_argument("action", choices=["up", "down", "status"])
     c.add_argument("--dir", help="cluster directory (default ~/.pydiego/cluster or $PYDIEGO_CLUSTER_DIR)")
@@ -77,6 +80,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "rep":
+        from agents.rep.__main__ import run_rep
+        return run_rep(args.config)
     if args.command == "bbs":
         from control.bbs.__main__ import run_bbs
         return run_bbs(args.config)

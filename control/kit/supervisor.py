@@ -63,23 +63,44 @@ async def run_members(members: list[tuple[str, Runner]]) -> None:
                 task.exception()
 
 
-def run_process(main: Callable[[], Awaitable[None]]) -> int:
-    """Run `main` with signal handling; 0 after SIGTERM/SIGINT, 1 if it ended by itself."""
+def run_process(main: Callable[[], Awaitable[int | None]],
+                on_term: Callable[[], Awaitable[None]] | None = None) -> int:
+    """Run `main` with signal handling; 0 after SIGTERM/SIGINT, 1 if it ended by itself
+    (unless it returned an int, which becomes the exit code).
+
+    With `on_term`, SIGTERM first awaits it (a rep evacuates) and then stops `main`; a second
+    SIGTERM, or SIGINT, stops at once.
+    """
     async def wrapper() -> int:
         task = asyncio.current_task()
         assert task is not None
         stopping = False
+        draining: list[asyncio.Task[None]] = []
 
         def stop() -> None:
             nonlocal stopping
             stopping = True
             task.cancel()
 
+        def term() -> None:
+            if on_term is None or draining:
+                stop()
+                return
+            log.info("draining-on-sigterm")
+
+            async def drain() -> None:
+                try:
+                    await on_term()
+                except Exception as exc:
+                    log.error("drain-failed", error=repr(exc))
+                stop()
+            draining.append(asyncio.create_task(drain()))
+
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop)
+        loop.add_signal_handler(signal.SIGTERM, term)
+        loop.add_signal_handler(signal.SIGINT, stop)
         try:
-            await main()
+            result = await main()
         except asyncio.CancelledError:
             if stopping:
                 log.info("stopped-by-signal")
@@ -91,7 +112,9 @@ def run_process(main: Callable[[], Awaitable[None]]) -> int:
         except Exception as exc:
             log.error("process-failed", error=repr(exc))
             return 1
-        return 1
+        finally:
+            for d in draining:
+                d.cancel()
+        return result if isinstance(result, int) else 1
 
     return asyncio.run(wrapper())
-

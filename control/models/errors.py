@@ -90,6 +90,13 @@ class RunningOnDifferentCell(PydiegoError):
     status = 409
 
 
+class Forbidden(PydiegoError):
+    """The caller may not do this (e.g. an admin call from off the machine)."""
+
+    type = "Forbidden"
+    status = 403
+
+
 class Unavailable(PydiegoError):
     """The service cannot answer now (no lock, store down); retry elsewhere or later."""
 

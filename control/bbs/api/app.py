@@ -7,7 +7,9 @@ from typing import Any
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from . import errors, routes
+from control.kit import api_errors as errors
+
+from . import routes
 from .deps import Services
 from control.kit.asgi_limits import BodyLimit
 
