@@ -12,16 +12,17 @@ See README.md for the design and backend.py for the Protocols the executor depen
 from .backend import ContainerBackend, Process
 from .cleanup import cleanup_all
 from .config import GardenConfig
-from .errors import (CommandFailed, ContainerExists, ContainerNotFound, ContainerStopped, GardenError,
-                     InsufficientResources, InvalidSpec, ProcessNotFound, ProcessStartFailed)
-from .models import (ContainerInfo, ContainerMetrics, ContainerSpec, ContainerState, ExitStatus, PortMapping,
-                     ProcessIO, ProcessSpec)
+from .errors import (CommandFailed, ContainerExists, ContainerNotFound, ContainerStopped, FileMissing,
+                     FileTooLarge, GardenError, InsufficientResources, InvalidSpec, ProcessNotFound,
+                     ProcessStartFailed, StreamFailed)
+from .models import (ContainerInfo, ContainerMetrics, ContainerSpec, ContainerState, EgressRule, ExitStatus,
+                     PortMapping, ProcessIO, ProcessSpec)
 from .runc import BackendRunner, RuncBackend
 from .stacks import build_busybox_stack
 
 __all__ = [
     "BackendRunner", "CommandFailed", "ContainerBackend", "ContainerExists", "ContainerInfo", "ContainerMetrics",
-    "ContainerNotFound", "ContainerSpec", "ContainerState", "ContainerStopped", "ExitStatus", "GardenConfig",
-    "GardenError", "InsufficientResources", "InvalidSpec", "PortMapping", "Process", "ProcessIO",
+    "ContainerNotFound", "ContainerSpec", "ContainerState", "ContainerStopped", "EgressRule", "ExitStatus",
+    "FileMissing", "FileTooLarge", "GardenConfig", "GardenError", "StreamFailed", "InsufficientResources", "InvalidSpec", "PortMapping", "Process", "ProcessIO",
     "ProcessNotFound", "ProcessSpec", "ProcessStartFailed", "RuncBackend", "build_busybox_stack", "cleanup_all",
 ]

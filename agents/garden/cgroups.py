@@ -42,11 +42,16 @@ def _read_int(path: Path) -> int:
 
 def oom_kills(cgroup_path: str, root: Path = CGROUP_ROOT) -> int:
     """The memory cgroup's oom_kill counter (memory.oom_control, kernel >= 4.13)."""
-    for line in _read(root / "memory" / cgroup_path.lstrip("/") / "memory.oom_control").splitlines():
+    for line in _read(oom_control(cgroup_path, root)).splitlines():
         key, _, value = line.partition(" ")
         if key == "oom_kill":
             return int(value)
     return 0
+
+
+def oom_control(cgroup_path: str, root: Path = CGROUP_ROOT) -> Path:
+    """The file whose oom_kill line oom_kills() reads (the keeper reads it when a process exits)."""
+    return root / "memory" / cgroup_path.lstrip("/") / "memory.oom_control"
 
 
 def memory_usage(cgroup_path: str, root: Path = CGROUP_ROOT) -> tuple[int, int]:

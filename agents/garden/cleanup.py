@@ -3,9 +3,10 @@
 For tests (a session fixture calls it even when tests fail) and for `cluster down`. It needs no
 live backend: the depot's garden.json says which tag (hence which names, chains and cgroups) and
 which runc to use. Order: runc containers (kills every process), cgroups, iptables chains,
-netns names and interfaces with the tag's prefix, mounts below the depot (deepest first), loop
-devices backed by depot files, and finally the depot directory itself. Everything is attempted;
-what could not be removed is reported in one GardenError at the end.
+conntrack entries of the bridge subnet, netns names and interfaces with the tag's prefix, mounts
+below the depot (deepest first), loop devices backed by depot files, and finally the depot
+directory itself. Everything is attempted; what could not be removed is reported in one
+GardenError at the end. Keepers of the depot exit by themselves once their containers are gone.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from . import cgroups
+from . import cgroups, conntrack
 from .commands import run_cmd
 from .config import GardenConfig
 from .errors import GardenError
@@ -45,6 +46,7 @@ async def cleanup_all(depot_dir: str | Path, timeout: float = 30.0) -> None:
         await attempt("cgroups", cgroups.remove(names.cgroup_root))
         cgroups.remove_empty_parents(config.cgroup_parent, config.cgroup_parent)
         await attempt("iptables", Firewall(names, config.network, timeout).teardown())
+        await attempt("conntrack", asyncio.to_thread(conntrack.forget, config.network))
         await attempt("network", remove_leftovers(names, timeout))
     await attempt("mounts", _unmount_below(depot.root, timeout))
     await attempt("loop-devices", detach_loops(depot.root, timeout))

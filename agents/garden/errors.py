@@ -1,8 +1,8 @@
 """Errors of the container backend, rooted in pydiego's typed error tree.
 
 Callers branch on the class: `ContainerNotFound` is a `NotFound`, `ContainerExists` an
-`AlreadyExists`, `InvalidSpec` an `InvalidRequest`, so the rep can map them to HTTP statuses with
-the same table as the BBS. Every class is also a `GardenError`.
+`AlreadyExists`, `InvalidSpec` an `InvalidRequest`, `FileMissing` a `NotFound`, so the rep can map
+them to HTTP statuses with the same table as the BBS. Every class is also a `GardenError`.
 """
 from __future__ import annotations
 
@@ -55,3 +55,22 @@ class ProcessStartFailed(GardenError):
     """`runc exec` could not start the process (missing executable, bad cwd or user, ...)."""
 
     type = "ProcessStartFailed"
+
+
+class FileMissing(NotFound, GardenError):
+    """stream_out: no such file in the container (or not a regular file)."""
+
+    type = "FileMissing"
+
+
+class FileTooLarge(GardenError):
+    """stream_out: the file is bigger than the caller's limit (nothing of it is returned)."""
+
+    type = "FileTooLarge"
+    status = 413
+
+
+class StreamFailed(GardenError):
+    """stream_in/stream_out: the helper inside the container failed (bad archive, no space, permissions)."""
+
+    type = "StreamFailed"

@@ -11,6 +11,8 @@ Depot layout:
     <depot>/stacks/<key>/rootfs         uid-shifted copies of base rootfs for unprivileged containers
     <depot>/containers/<handle>/        bundle: config.json, state.json, rootfs/ (overlay mount),
                                         disk.img + disk/ (loop mount) or upper/ + work/, processes/
+    <bundle>/processes/<process_id>/    process.json (runc exec --process), pid (runc's pid file),
+                                        runc.log, meta.json (backend), exit_status (keeper)
 """
 from __future__ import annotations
 
@@ -51,6 +53,10 @@ class Names:
     @property
     def chain_input(self) -> str:
         return f"PD-{self.tag}-IN"
+
+    @property
+    def chain_egress(self) -> str:
+        return f"PD-{self.tag}-EGR"
 
     @property
     def chain_prefix(self) -> str:
@@ -132,3 +138,37 @@ class Bundle:
     @property
     def processes(self) -> Path:
         return self.path / "processes"
+
+    def process(self, process_id: str) -> "ProcessDir":
+        return ProcessDir(self.processes / process_id)
+
+
+@dataclass(frozen=True)
+class ProcessDir:
+    """One process's files; they outlive the backend process (and the process, until pruned)."""
+
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def spec(self) -> Path:
+        return self.path / "process.json"
+
+    @property
+    def pid(self) -> Path:
+        return self.path / "pid"
+
+    @property
+    def log(self) -> Path:
+        return self.path / "runc.log"
+
+    @property
+    def meta(self) -> Path:
+        return self.path / "meta.json"
+
+    @property
+    def exit_status(self) -> Path:
+        return self.path / "exit_status"

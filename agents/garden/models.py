@@ -2,23 +2,98 @@
 
 These are Garden's nouns (container spec, process spec, port mapping, process exit, metrics) as
 frozen pydantic models. They describe one container on one machine; nothing here knows about
-runc, namespaces or iptables. Limits of this first version: TCP port mappings only, no egress
-rules (containers reach nothing but their mapped-port peers), processes run as root or a numeric
-or /etc/passwd user of the rootfs, no stdin, no TTY.
+runc, namespaces or iptables. Limits of this first version: TCP port mappings only; egress is
+IPv4 only (containers have no IPv6, IPv6 destinations are accepted and allow nothing); processes
+run as root or a numeric or /etc/passwd user of the rootfs; stdin only from a host file; no TTY.
 """
 from __future__ import annotations
 
+import ipaddress
 import posixpath
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from control.models.base import Guid, Model
 
+PROCESS_ID = re.compile(r"^[a-zA-Z0-9_.-]{1,128}$")
+HELPER_PREFIX = "pydiego-"  # process ids of the backend's own helpers (stream_in/out): not listed
 # Characters that would break an overlayfs option string or a mount table entry.
 _BAD_PATH_CHARS = set(",:\n\t ")
+
+
+class EgressRule(Model):
+    """Outbound traffic a container may start (Diego's security group rule, reduced to the firewall).
+
+    Everything not allowed by some rule is rejected. Rules never open the cell itself (its
+    services, the bridge) or other containers.
+    """
+
+    protocol: Literal["tcp", "udp", "icmp", "all"]
+    destinations: tuple[str, ...] = Field(min_length=1, description=(
+        "each an IP ('10.0.0.1'), a CIDR ('10.0.0.0/8') or an inclusive range ('10.0.0.1-10.0.0.9')"))
+    ports: tuple[int, ...] = Field((), description="tcp/udp destination ports; empty with no port_range = all")
+    port_range: tuple[int, int] | None = Field(None, description="tcp/udp inclusive (first, last) port range")
+    icmp_type: int | None = Field(None, ge=0, le=255, description="icmp only; None = every type")
+    icmp_code: int | None = Field(None, ge=0, le=255, description="icmp only, with icmp_type; None = every code")
+
+    @field_validator("destinations")
+    @classmethod
+    def _destinations(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for dest in value:
+            parse_destination(dest)
+        return value
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(not 1 <= p <= 65535 for p in value):
+            raise ValueError("ports must be between 1 and 65535")
+        return value
+
+    @model_validator(mode="after")
+    def _combination(self) -> "EgressRule":
+        problems = []
+        if self.port_range is not None:
+            first, last = self.port_range
+            if not 1 <= first <= last <= 65535:
+                problems.append("port_range must be (first, last) with 1 <= first <= last <= 65535")
+        if self.ports and self.port_range is not None:
+            problems.append("ports and port_range are exclusive")
+        if self.protocol not in ("tcp", "udp") and (self.ports or self.port_range is not None):
+            problems.append("ports and port_range are only for tcp and udp")
+        if self.protocol != "icmp" and (self.icmp_type is not None or self.icmp_code is not None):
+            problems.append("icmp_type and icmp_code are only for icmp")
+        if self.icmp_code is not None and self.icmp_type is None:
+            problems.append("icmp_code needs icmp_type")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Destination = ipaddress.IPv4Network | ipaddress.IPv6Network | tuple[IPAddress, IPAddress]
+
+
+def parse_destination(dest: str) -> Destination:
+    """'a.b.c.d', 'a.b.c.d/n' (host bits allowed) -> a network; 'first-last' -> an address pair."""
+    if "-" in dest:
+        first_text, _, last_text = dest.partition("-")
+        try:
+            first, last = ipaddress.ip_address(first_text.strip()), ipaddress.ip_address(last_text.strip())
+        except ValueError:
+            raise ValueError(f"destination {dest!r} is not an IP range") from None
+        if first.version != last.version or first > last:
+            raise ValueError(f"destination range {dest!r} must go upwards within one IP version")
+        return (first, last)
+    try:
+        return ipaddress.ip_network(dest.strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"destination {dest!r} is not an IP, CIDR or IP range") from None
 
 
 class ContainerSpec(Model):
@@ -33,6 +108,7 @@ class ContainerSpec(Model):
     max_pids: int = Field(0, ge=0, description="pids.max of the container cgroup; 0 = unlimited")
     privileged: bool = Field(False, description="False = a user namespace mapping root to an unprivileged host id range")
     ports: tuple[int, ...] = Field((), description="container TCP ports to map to host ports")
+    egress_rules: tuple[EgressRule, ...] = Field((), description="outbound traffic allowed; none = no egress at all")
     properties: dict[str, str] = Field({}, description="caller's tags, returned by info() (Garden properties)")
 
     @field_validator("rootfs")
@@ -67,15 +143,29 @@ class ProcessSpec(Model):
     env: tuple[str, ...] = Field((), description="KEY=VALUE entries added to (and overriding) the container env")
     dir: str = Field("/", description="working directory inside the container")
     user: str = Field("root", description="'root', a numeric 'uid[:gid]', or a name from the rootfs /etc/passwd")
-    process_id: str | None = Field(None, pattern=r"^[a-zA-Z0-9_.-]{1,128}$",
-                                   description="caller-chosen id; generated when absent")
-    stdout_path: str | None = Field(None, description="host file that receives stdout (appended)")
-    stderr_path: str | None = Field(None, description="host file that receives stderr (appended)")
+    process_id: str | None = Field(None, pattern=PROCESS_ID.pattern,
+                                   description="caller-chosen id (not starting with 'pydiego-'); generated when absent")
+    stdin_path: str | None = Field(None, description="host file read as stdin; /dev/null when absent")
+    stdout_path: str | None = Field(None, description=(
+        "host file that receives stdout (appended); keeps receiving it after the backend process dies"))
+    stderr_path: str | None = Field(None, description="host file that receives stderr (appended), likewise")
 
     @field_validator("env")
     @classmethod
     def _env(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return _check_env(value)
+
+    @field_validator("process_id")
+    @classmethod
+    def _process_id(cls, value: str | None) -> str | None:
+        if value is not None and not valid_process_id(value):
+            raise ValueError("process_id must not be '.' or '..'")
+        return value
+
+
+def valid_process_id(value: str) -> bool:
+    """Process ids name directories: the pattern of ProcessSpec.process_id, minus '.' and '..'."""
+    return PROCESS_ID.fullmatch(value) is not None and value not in (".", "..")
 
 
 @dataclass(frozen=True)
@@ -116,14 +206,18 @@ class ContainerInfo(Model):
     bundle_path: str
     events: tuple[str, ...] = Field((), description="Garden-style events, e.g. 'out of memory'")
     properties: dict[str, str] = {}
-    process_ids: tuple[str, ...] = Field((), description="processes started since this backend object began")
+    process_ids: tuple[str, ...] = Field((), description=(
+        "processes still running, including those started by an earlier backend object on this depot"))
 
 
 class ExitStatus(Model):
     code: int = Field(description="exit code; 128+N when killed by signal N")
     signal: int | None = Field(None, description="the signal that killed the process, if any")
     oom_killed: bool = False
-    reason: str = Field("", description="'out of memory' when the memory cgroup killed it")
+    reason: str = Field("", description="'out of memory' when the memory cgroup killed it; 'exit status lost'")
+    lost: bool = Field(False, description=(
+        "the process ended while neither a backend nor its keeper was there to see it: code is 255 "
+        "and nothing else is known"))
 
 
 class ContainerMetrics(Model):

@@ -8,7 +8,12 @@ background still hold its output: whatever the process wrote is drained from the
 later output of such children keeps streaming until they close it. A SIGKILL while the memory
 cgroup's oom_kill counter went up is reported as "out of memory".
 
-Limit: processes outlive the backend's Python process, but their exit status does not.
+Restart safety: processes outlive the backend's Python process and so do their exit statuses
+(the keeper writes each one to the process's exit_status file). A later backend re-attaches with
+a pidfd on the recorded pid (start time checked against pid reuse), waits for it to end, then
+reads that file. If the keeper died too, the status is lost: ExitStatus(code=255, lost=True,
+reason="exit status lost"). Output to host files (stdout_path) keeps flowing after the backend
+dies; output to callbacks flows through pipes that die with it (later writes get EPIPE/SIGPIPE).
 """
 from __future__ import annotations
 
@@ -16,22 +21,23 @@ import asyncio
 import json
 import os
 import signal as signals
-import socket
-import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
 
 import structlog
 
-from . import cgroups
+from . import cgroups, store
 from .errors import GardenError
+from .layout import ProcessDir
 from .models import ExitStatus, ProcessIO
+from .store import ExitRecord, ProcessRecord
 
 log = structlog.get_logger("garden")
-T = TypeVar("T")
 OOM_REASON = "out of memory"
-KEEPER = Path(__file__).with_name("keeper.py")
+LOST_CODE = 255
+LOST_REASON = "exit status lost"
+STATUS_GRACE_S = 5.0   # how long a live keeper may take to write a status after the exit
+FOLLOW_INTERVAL = 0.25  # seconds between reads of a re-attached process's output files
 
 
 def exit_status(wait_status: int, oom: bool) -> ExitStatus:
@@ -40,6 +46,11 @@ def exit_status(wait_status: int, oom: bool) -> ExitStatus:
         oom = oom and sig == signals.SIGKILL
         return ExitStatus(code=128 + sig, signal=sig, oom_killed=oom, reason=OOM_REASON if oom else "")
     return ExitStatus(code=os.WEXITSTATUS(wait_status), signal=None, oom_killed=False, reason="")
+
+
+def lost_status() -> ExitStatus:
+    """The documented convention for a process that ended unobserved (its keeper was killed)."""
+    return ExitStatus(code=LOST_CODE, signal=None, oom_killed=False, reason=LOST_REASON, lost=True)
 
 
 class OutputPump:
@@ -83,6 +94,7 @@ class Stdio:
     """The three fds a process starts with (given to the keeper), and pumps for the piped ones.
 
     A callback gets a pipe; otherwise a path gets an append-mode file; otherwise /dev/null.
+    stdin is a host file opened read-only, or /dev/null.
     """
 
     def __init__(self) -> None:
@@ -91,10 +103,10 @@ class Stdio:
 
     @classmethod
     def open(cls, io: ProcessIO, stdout_path: str | None, stderr_path: str | None, label: str,
-             on_pump_close: Callable[[OutputPump], None]) -> "Stdio":
+             on_pump_close: Callable[[OutputPump], None], stdin_path: str | None = None) -> "Stdio":
         stdio = cls()
         try:
-            stdio.child_fds.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            stdio.child_fds.append(os.open(stdin_path or os.devnull, os.O_RDONLY | os.O_CLOEXEC))
             for callback, path, name in ((io.stdout, stdout_path, "stdout"), (io.stderr, stderr_path, "stderr")):
                 if callback is not None:
                     read_end, write_end = os.pipe2(os.O_CLOEXEC)
@@ -127,135 +139,170 @@ class Stdio:
             pump.close()
 
 
-class ProcessKeeper:
-    """Client of one keeper helper process (started by `start`, ended by `aclose`)."""
+class PidHandle:
+    """A pidfd on one process: signals and exit detection immune to pid reuse, parent or not."""
 
-    def __init__(self, timeout: float) -> None:
-        self._timeout = timeout
-        self._proc: asyncio.subprocess.Process | None = None
-        self._sock: socket.socket | None = None
-        self._started: dict[str, asyncio.Future[int | None]] = {}
-        self._exits: dict[str, asyncio.Future[int]] = {}
+    def __init__(self, fd: int, pid: int, ticks: int | None) -> None:
+        self.fd: int | None = fd
+        self.pid = pid
+        self.ticks = ticks
 
-    async def start(self) -> None:
-        """Start the keeper, or restart it if it died (idempotent)."""
-        if self._sock is not None:
+    @classmethod
+    def open(cls, pid: int, expected_ticks: int | None = None) -> "PidHandle | None":
+        """None when no such process runs any more (or the pid now belongs to another one)."""
+        try:
+            fd = os.pidfd_open(pid)
+        except (ProcessLookupError, ValueError, OSError):
+            return None
+        ticks = start_ticks(pid)
+        if ticks is None or (expected_ticks is not None and ticks != expected_ticks):
+            os.close(fd)
+            return None
+        return cls(fd, pid, ticks)
+
+    def send(self, signum: int) -> None:
+        if self.fd is not None:
+            try:
+                signals.pidfd_send_signal(self.fd, signum)
+            except ProcessLookupError:
+                pass
+
+    async def gone(self) -> None:
+        """Return once the process has exited (a zombie counts)."""
+        if self.fd is None:
             return
-        if self._proc is not None:  # it died: collect it before starting a new one
-            await self._proc.wait()
-            self._proc = None
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            self._proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-I", str(KEEPER), str(theirs.fileno()), pass_fds=(theirs.fileno(),),
-                stdin=asyncio.subprocess.DEVNULL)
-        finally:
-            theirs.close()
-        ours.setblocking(False)
-        self._sock = ours
-        asyncio.get_running_loop().add_reader(ours.fileno(), self._readable)
-
-    async def spawn(self, key: str, argv: list[str], pid_file: Path,
-                    fds: tuple[int, int, int]) -> tuple[int | None, asyncio.Future[int]]:
-        """Run `argv` (`runc run|exec --detach --pid-file`) with fds as stdio.
-
-        Returns (pid from the pid file, or None if runc exited without writing it; a future of
-        that process's wait status, resolved when it exits).
-        """
-        if self._sock is None:
-            raise GardenError("process keeper is not running")
         loop = asyncio.get_running_loop()
-        started, exited = loop.create_future(), loop.create_future()
-        self._started[key], self._exits[key] = started, exited
-        message = json.dumps({"op": "exec", "id": key, "argv": argv, "pid_file": str(pid_file)}).encode()
-        while True:
-            try:
-                socket.send_fds(self._sock, [message], list(fds))
-                break
-            except BlockingIOError:
-                await asyncio.sleep(0.001)
+        ended = loop.create_future()
+        loop.add_reader(self.fd, lambda: ended.done() or ended.set_result(None))
         try:
-            pid = await asyncio.wait_for(asyncio.shield(started), self._timeout)
-        except BaseException:
-            self._exits.pop(key, None)
-            raise
+            await ended
         finally:
-            self._started.pop(key, None)
-        if pid is None:
-            self._exits.pop(key, None)
-        return pid, exited
+            loop.remove_reader(self.fd)
 
-    def _readable(self) -> None:
-        assert self._sock is not None
-        while True:
-            try:
-                data = self._sock.recv(65536)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self._lost()
-                return
-            message = json.loads(data)
-            key, event = message.get("id", ""), message.get("event")
-            if event == "started" and key in self._started:
-                _resolve(self._started[key], message["pid"])
-            elif event == "failed" and key in self._started:
-                _resolve(self._started[key], None)
-            elif event == "exited" and key in self._exits:
-                _resolve(self._exits.pop(key), message["status"])
-
-    def _lost(self) -> None:
-        if self._sock is not None:
-            asyncio.get_running_loop().remove_reader(self._sock.fileno())
-            self._sock.close()
-            self._sock = None
-        error = GardenError("process keeper exited: exit statuses of running processes are lost")
-        futures: list[asyncio.Future[Any]] = [*self._started.values(), *self._exits.values()]
-        for future in futures:
-            if not future.done():
-                future.set_exception(error)
-        self._started.clear()
-        self._exits.clear()
-
-    async def aclose(self) -> None:
-        self._lost()
-        if self._proc is not None:
-            try:
-                await asyncio.wait_for(self._proc.wait(), self._timeout)
-            except asyncio.TimeoutError:
-                self._proc.kill()
-                await self._proc.wait()
-            self._proc = None
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
-def _resolve(future: asyncio.Future[T], value: T) -> None:
-    if not future.done():
-        future.set_result(value)
+def start_ticks(pid: int) -> int | None:
+    """starttime of /proc/<pid>/stat (clock ticks after boot); None if gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def alive(pid: int, ticks: int | None) -> bool:
+    current = start_ticks(pid) if pid > 0 else None
+    return current is not None and (ticks is None or current == ticks)
+
+
+class FileFollower:
+    """Feeds what is appended to a file from now on to a callback (re-attached processes)."""
+
+    def __init__(self, path: str, callback: Callable[[bytes], None]) -> None:
+        self._path = path
+        self._callback = callback
+        try:
+            self._offset = os.stat(path).st_size
+        except OSError:
+            self._offset = 0
+
+    def poll(self) -> None:
+        try:
+            with open(self._path, "rb") as f:
+                if os.fstat(f.fileno()).st_size < self._offset:  # truncated: start over
+                    self._offset = 0
+                f.seek(self._offset)
+                while chunk := f.read(65536):
+                    self._offset += len(chunk)
+                    self._callback(chunk)
+        except OSError:
+            return
+        except Exception as exc:
+            log.error("process-output-callback-failed", stream=self._path, error=str(exc))
 
 
 class RuncProcess:
-    """One started process; `wait()` may be awaited any number of times, by any number of callers."""
+    """One process; `wait()` may be awaited any number of times, by any number of callers.
 
-    def __init__(self, process_id: str, handle: str, host_pid: int, exited: asyncio.Future[int],
-                 pumps: list[OutputPump], cgroup_path: str, oom_kills_before: int) -> None:
-        self.id = process_id
+    Its exit comes from the keeper's message when this backend object started it. Otherwise (a
+    process of an earlier backend object) or once the keeper is lost, from its pidfd and then
+    the status file its keeper wrote; without one the status is lost (LOST_CODE, `lost=True`).
+    """
+
+    def __init__(self, pdir: ProcessDir, handle: str, record: ProcessRecord, exited: asyncio.Future[ExitRecord] | None,
+                 pid: PidHandle | None, cgroup_path: str, pumps: Sequence[OutputPump] = (),
+                 followers: Sequence[FileFollower] = ()) -> None:
+        self.id = pdir.id
         self.handle = handle
-        self.pid = host_pid
+        self.pid = record.pid
+        self._dir = pdir
+        self._record = record
         self._exited = exited
-        self._pumps = pumps
+        self._pidfd = pid
         self._cgroup = cgroup_path
-        self._oom_before = oom_kills_before
-        self._waiter = asyncio.get_running_loop().create_task(self._wait(), name=f"garden-process-{process_id}")
+        self._pumps = list(pumps)
+        self._followers = list(followers)
+        self._waiter = asyncio.get_running_loop().create_task(self._wait(), name=f"garden-process-{self.id}")
 
     async def _wait(self) -> ExitStatus:
-        wait_status = await self._exited
-        for pump in self._pumps:
-            pump.drain()
-        status = exit_status(wait_status, cgroups.oom_kills(self._cgroup) > self._oom_before)
+        try:
+            status = None
+            if self._exited is not None:
+                try:
+                    status = self._classify(await self._exited)
+                except GardenError:  # the keeper is lost: its status file may still tell
+                    pass
+            if status is None:
+                status = await self._wait_detached()
+            for pump in self._pumps:
+                pump.drain()
+            for follower in self._followers:
+                follower.poll()
+        finally:
+            if self._pidfd is not None:
+                self._pidfd.close()
         log.debug("process-exited", handle=self.handle, process_id=self.id, code=status.code, oom=status.oom_killed)
         return status
+
+    async def _wait_detached(self) -> ExitStatus:
+        exit_record = store.load_exit(self._dir)
+        if exit_record is None and self._pidfd is not None:
+            gone = asyncio.ensure_future(self._pidfd.gone())
+            try:
+                while not gone.done():
+                    await asyncio.wait([gone], timeout=FOLLOW_INTERVAL if self._followers else None)
+                    for follower in self._followers:
+                        follower.poll()
+            finally:
+                gone.cancel()
+                await asyncio.wait([gone])
+        if exit_record is None:
+            exit_record = await self._status_file()
+        return self._classify(exit_record) if exit_record is not None else lost_status()
+
+    async def _status_file(self) -> ExitRecord | None:
+        """The keeper writes the file right after reaping: wait for it while that keeper lives."""
+        deadline = asyncio.get_running_loop().time() + STATUS_GRACE_S
+        while True:
+            found = store.load_exit(self._dir)
+            if found is not None:
+                return found
+            if not alive(self._record.keeper_pid, self._record.keeper_start_ticks):
+                return store.load_exit(self._dir)
+            if asyncio.get_running_loop().time() > deadline:
+                return None
+            await asyncio.sleep(0.02)
+
+    def _classify(self, exit_record: ExitRecord) -> ExitStatus:
+        kills = exit_record.oom_kills if exit_record.oom_kills is not None else cgroups.oom_kills(self._cgroup)
+        return exit_status(exit_record.wait_status, kills > self._record.oom_kills_before)
 
     def on_exit(self, callback: Callable[[], None]) -> None:
         def done(task: asyncio.Task[ExitStatus]) -> None:
@@ -272,15 +319,20 @@ class RuncProcess:
         return await asyncio.shield(self._waiter)
 
     def signal(self, signum: int) -> None:
-        """Signal the process itself (its host pid); a no-op once it has exited."""
-        if not self._exited.done():
-            try:
-                os.kill(self.pid, signum)
-            except ProcessLookupError:
-                pass
+        """Signal the process itself (through its pidfd); a no-op once it has exited."""
+        if not self._waiter.done() and self._pidfd is not None:
+            self._pidfd.send(signum)
 
     async def settle(self) -> None:
-        """Wait for the waiter to finish however it ends (used on shutdown: never raises)."""
+        """Wait for the waiter to finish however it ends (never raises)."""
+        try:
+            await asyncio.shield(self._waiter)
+        except (Exception, asyncio.CancelledError):
+            pass
+
+    async def aclose(self) -> None:
+        """Stop watching (backend shutdown): the process itself keeps running."""
+        self._waiter.cancel()
         try:
             await self._waiter
         except (Exception, asyncio.CancelledError):

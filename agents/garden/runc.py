@@ -3,9 +3,12 @@
 create:  base rootfs (or its uid-shifted copy) ─ overlay ─ upper on a loop ext4 image (disk_mb)
          → config.json → `runc run -d` (pause-and-reap init) → `ip netns attach` + veth on the
          bridge → host ports + DNAT rules → state.json
-run:     `runc exec --detach --process` through the keeper (runtime.py, process.py)
+run:     `runc exec --detach --process` through the keeper (runtime.py, processes.py); a later
+         backend object on the same depot lists, signals and re-attaches to them
+stream:  files in (tar) and out through a busybox helper run in the container (streams.py)
 stop:    SIGTERM every process, SIGKILL whatever is left after a grace time (the init ignores TERM)
-destroy: the create steps undone, each idempotent, so a failed destroy can be retried.
+destroy: the create steps undone, each idempotent, so a failed destroy can be retried; the
+         address's conntrack entries are deleted before it is handed out again.
 
 Each create step pushes its inverse on an UndoStack before acting (inverses are idempotent), so
 a create that fails or is cancelled midway leaves nothing behind. Names: see layout.py.
@@ -16,24 +19,25 @@ import asyncio
 import ipaddress
 import json
 import os
+import shutil
+import signal
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import structlog
 
-from . import cgroups, ocispec, store
+from . import cgroups, conntrack, ocispec, store, streams
 from .commands import UndoStack
 from .config import GardenConfig
-from .errors import (ContainerExists, ContainerNotFound, ContainerStopped, GardenError,
-                     InvalidSpec, ProcessNotFound, ProcessStartFailed)
-from .firewall import DnatRule, Firewall
+from .errors import ContainerExists, ContainerNotFound, ContainerStopped, GardenError
+from .firewall import DnatRule, EgressGrant, Firewall
 from .layout import Bundle, Depot, Names
-from .models import (ContainerInfo, ContainerMetrics, ContainerSpec, ContainerState, PortMapping, ProcessIO,
-                     ProcessSpec, merge_env)
+from .models import (ContainerInfo, ContainerMetrics, ContainerSpec, ContainerState, ExitStatus, PortMapping,
+                     ProcessIO, ProcessSpec, merge_env)
 from .network import AddressPool, BridgeNetwork, PortPool
-from .process import OutputPump, RuncProcess, Stdio, resolve_user, runc_error
+from .processes import ProcessTable
+from .process import RuncProcess
 from .rootfs import IdMapping, RootfsManager, remove_bundle, write_hosts
 from .runtime import Runtime
 
@@ -55,10 +59,8 @@ class RuncBackend:
         self._addresses = AddressPool(config.network)
         self._ports = PortPool(config.port_range_start, config.port_range_end)
         self._records: dict[str, store.ContainerRecord] = {}
-        self._processes: dict[str, dict[str, RuncProcess]] = {}
-        self._pumps: dict[str, set[OutputPump]] = {}
-        self._starting: set[tuple[str, str]] = set()
         self._runtime = Runtime(config.runc_path, self.depot.runc_root, self._timeout)
+        self._processes = ProcessTable(self._runtime, self.depot, self.names)
         self._locks: dict[str, asyncio.Lock] = {}
         self._alloc_lock = asyncio.Lock()
         self._firewall_lock = asyncio.Lock()
@@ -79,21 +81,20 @@ class RuncBackend:
         await self._bridge.setup()
         await self._runtime.start()
         async with self._firewall_lock:
-            await self._firewall.setup([rule for r in records.values() for rule in _rules(r)])
+            await self._firewall.setup([rule for r in records.values() for rule in _rules(r)],
+                                       [_grant(r) for r in records.values()])
         self._records = records
         self._ready = True
         log.info("garden-ready", depot=str(self.depot.root), containers=len(records))
 
     async def aclose(self) -> None:
-        """Stop the keeper and output pumps; containers and their processes keep running."""
-        for pumps in list(self._pumps.values()):
-            for pump in list(pumps):
-                pump.close()
+        """Stop watching processes and let the keeper go; containers and processes keep running.
+
+        The keeper goes on reaping and recording exit statuses until nothing of it is left, so a
+        later backend object on this depot can attach to the processes and get their status.
+        """
+        await self._processes.aclose()
         await self._runtime.aclose()
-        for procs in list(self._processes.values()):
-            for proc in list(procs.values()):
-                await proc.settle()
-        self._processes.clear()
 
     # -- ContainerBackend ------------------------------------------------------------------
 
@@ -149,9 +150,9 @@ class RuncBackend:
             spec=spec, container_ip=str(addr), created_at=time.time(), init_pid=init_pid, lower_dir=str(lower),
             disk_baseline=baseline,
             ports=tuple(PortMapping(host_port=h, container_port=c) for h, c in zip(host_ports, spec.ports)))
-        undo.push("remove-dnat", lambda: self._remove_dnat(spec.handle))
+        undo.push("remove-rules", lambda: self._remove_rules(spec.handle))
         async with self._firewall_lock:
-            await self._firewall.add(_rules(record))
+            await self._firewall.add(_rules(record), [_grant(record)])
         store.save(bundle, record)
         undo.clear()
         return record
@@ -160,57 +161,45 @@ class RuncBackend:
         record = self._record(handle)
         if record.stopped or not self._init_alive(record):
             raise ContainerStopped(f"container {handle} is stopped")
-        bundle = self.depot.bundle(handle)
-        procs = self._processes.setdefault(handle, {})
-        process_id = spec.process_id or uuid.uuid4().hex[:16]
-        if process_id in procs or (handle, process_id) in self._starting:
-            raise InvalidSpec(f"process {process_id} is already running in {handle}")
-        try:
-            uid, gid = resolve_user(spec.user, bundle.rootfs)
-        except LookupError as exc:
-            raise InvalidSpec(str(exc)) from exc
-        self._starting.add((handle, process_id))
-        try:
-            process = await self._start_process(record, spec, process_id, uid, gid, io or ProcessIO())
-        finally:
-            self._starting.discard((handle, process_id))
-        procs[process_id] = process
-        return process
+        return await self._processes.start(record, spec, io or ProcessIO())
 
-    async def _start_process(self, record: store.ContainerRecord, spec: ProcessSpec, process_id: str,
-                             uid: int, gid: int, io: ProcessIO) -> RuncProcess:
-        handle = record.spec.handle
-        bundle = self.depot.bundle(handle)
-        bundle.processes.mkdir(exist_ok=True)
-        files = [bundle.processes / f"{process_id}.{ext}" for ext in ("json", "pid", "log")]
-        process_file, pid_file, log_file = files
-        env = merge_env((ocispec.DEFAULT_PATH,), record.spec.env, spec.env)
-        process_file.write_text(_json(ocispec.process_config([spec.path, *spec.args], env, spec.dir, uid, gid)))
-        stdio = Stdio.open(io, spec.stdout_path, spec.stderr_path, f"{handle}/{process_id}", self._pump_closed(handle))
-        self._pumps.setdefault(handle, set()).update(stdio.pumps)
-        try:
-            oom_before = cgroups.oom_kills(self.names.cgroup(handle))
-            host_pid, exited = await self._runtime.exec(handle, process_id, process_file, pid_file, log_file, stdio.fds)
-        except BaseException:
-            stdio.close_pumps()
-            raise
-        finally:
-            stdio.close_child_ends()
-        if host_pid is None:
-            stdio.close_pumps(drain=True)  # runc's complaint also went to the process's stderr
-            reason = runc_error(log_file) or "runc exec failed"
-            _unlink(files)
-            raise ProcessStartFailed(f"{spec.path} in {handle}: {reason}")
-        process = RuncProcess(process_id, handle, host_pid, exited, stdio.pumps, self.names.cgroup(handle), oom_before)
-        process.on_exit(lambda: self._forget(handle, process_id, files))
-        return process
+    async def attach(self, handle: str, process_id: str, io: ProcessIO | None = None) -> RuncProcess:
+        self._record(handle)
+        return await self._processes.attach(handle, process_id, io)
+
+    def process_ids(self, handle: str) -> dict[str, bool]:
+        self._record(handle)
+        return self._processes.ids(handle)
 
     async def signal(self, handle: str, process_id: str, signum: int) -> None:
         self._record(handle)
-        process = self._processes.get(handle, {}).get(process_id)
-        if process is None:
-            raise ProcessNotFound(f"no running process {process_id} in {handle}")
-        process.signal(signum)
+        await self._processes.signal(handle, process_id, signum)
+
+    async def stream_in(self, handle: str, dest_dir: str, tar_path: str | Path, user: str = "root") -> None:
+        spec = streams.stream_in_spec(dest_dir, tar_path, user)
+        status, _out, err = await self._run_helper(handle, spec, limit=0)
+        streams.check_stream_in(status, err, dest_dir)
+
+    async def stream_out(self, handle: str, path: str, limit: int) -> bytes:
+        spec = streams.stream_out_spec(path, limit)
+        status, out, err = await self._run_helper(handle, spec, limit=limit + 1)
+        return streams.stream_out_result(status, out, err, path, limit)
+
+    async def _run_helper(self, handle: str, spec: ProcessSpec, limit: int) -> tuple[ExitStatus, bytes, bytes]:
+        """Run a helper process to its end: (status, first `limit` bytes of stdout, stderr head)."""
+        out, err = bytearray(), bytearray()
+        io = ProcessIO(stdout=lambda chunk: out.extend(chunk[:max(limit - len(out), 0)]),
+                       stderr=lambda chunk: err.extend(chunk[:max(4096 - len(err), 0)]))
+        process = await self.run(handle, spec, io)
+        try:
+            status = await process.wait()
+        except BaseException:
+            process.signal(signal.SIGKILL)
+            raise
+        finally:
+            assert spec.process_id is not None
+            shutil.rmtree(self.depot.bundle(handle).process(spec.process_id).path, ignore_errors=True)
+        return status, bytes(out), bytes(err)
 
     async def stop(self, handle: str, kill_after_s: float = 10) -> None:
         async with self._lock(handle):
@@ -227,7 +216,7 @@ class RuncBackend:
                 if not cgroups.procs(cgroup):
                     break
                 await asyncio.sleep(0.01)
-            await self._wait_processes(handle, timeout=5)
+            await self._processes.settle(handle, timeout=5)
             record = record.model_copy(update={"stopped": True})
             store.save(self.depot.bundle(handle), record)
             self._records[handle] = record
@@ -243,11 +232,13 @@ class RuncBackend:
             failures: list[str] = []
             steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
                 ("runc-delete", lambda: self._runtime.delete(handle, bundle.init_pid)),
-                ("wait-processes", lambda: self._wait_processes(handle, timeout=5)),
-                ("remove-dnat", lambda: self._remove_dnat(handle)),
+                ("wait-processes", lambda: self._processes.settle(handle, timeout=5)),
+                ("remove-rules", lambda: self._remove_rules(handle)),
                 ("detach-network", lambda: self._bridge.detach(handle)),
+                ("forget-connections", lambda: self._forget_connections(record)),
                 ("unmount-rootfs", lambda: self._rootfs.unmount(bundle)),
                 ("remove-cgroup", lambda: cgroups.remove(self.names.cgroup(handle))),
+                ("remove-processes", lambda: asyncio.to_thread(store.remove_processes, bundle)),
                 ("remove-bundle", lambda: remove_bundle(bundle)),
             ]
             for name, step in steps:
@@ -259,8 +250,7 @@ class RuncBackend:
             if failures:
                 raise GardenError(f"destroy of {handle} incomplete (retry destroy or cleanup_all): {'; '.join(failures)}")
             self._records.pop(handle, None)
-            self._processes.pop(handle, None)
-            self._pumps.pop(handle, None)
+            self._processes.forget(handle)
             self._locks.pop(handle, None)
             if record is not None:
                 self._addresses.release(ipaddress.IPv4Address(record.container_ip))
@@ -285,17 +275,18 @@ class RuncBackend:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    async def _remove_dnat(self, handle: str) -> None:
+    async def _forget_connections(self, record: store.ContainerRecord | None) -> None:
+        """Conntrack entries of the address, before it goes back to the pool (conntrack.py says why)."""
+        if record is None:
+            return
+        try:
+            await asyncio.to_thread(conntrack.forget, ipaddress.IPv4Network(record.container_ip))
+        except OSError as exc:  # no ctnetlink: not worth a destroy that can never finish
+            log.error("conntrack-forget-failed", handle=record.spec.handle, error=str(exc))
+
+    async def _remove_rules(self, handle: str) -> None:
         async with self._firewall_lock:
             await self._firewall.remove(handle)
-
-    async def _wait_processes(self, handle: str, timeout: float) -> None:
-        """Let exit statuses of a dead container's processes arrive; then drop its output pumps."""
-        procs = list(self._processes.get(handle, {}).values())
-        if procs:
-            await asyncio.wait([asyncio.ensure_future(p.settle()) for p in procs], timeout=timeout)
-        for pump in list(self._pumps.get(handle, ())):
-            pump.close()
 
     def _user_processes(self, cgroup: str) -> set[int]:
         """Live processes of the container that are not its init or the init's pause child.
@@ -312,13 +303,6 @@ class RuncBackend:
             if (exe.st_dev, exe.st_ino) != (init.st_dev, init.st_ino):
                 found.add(pid)
         return found
-
-    def _pump_closed(self, handle: str) -> Callable[[OutputPump], None]:
-        return lambda pump: self._pumps.get(handle, set()).discard(pump)
-
-    def _forget(self, handle: str, process_id: str, files: Sequence[Path]) -> None:
-        self._processes.get(handle, {}).pop(process_id, None)
-        _unlink(files)
 
     def _record(self, handle: str) -> store.ContainerRecord:
         self._require_ready()
@@ -347,7 +331,7 @@ class RuncBackend:
             cpu_shares=ocispec.cpu_shares(spec.cpu_weight), created_at=record.created_at,
             init_pid=record.init_pid if running else 0, bundle_path=str(self.depot.bundle(spec.handle).path),
             events=("out of memory",) if oom else (), properties=spec.properties,
-            process_ids=tuple(sorted(self._processes.get(spec.handle, {}))))
+            process_ids=tuple(sorted(pid for pid, running in self._processes.ids(spec.handle).items() if running)))
 
     def _lock(self, handle: str) -> asyncio.Lock:
         return self._locks.setdefault(handle, asyncio.Lock())
@@ -361,12 +345,8 @@ def _rules(record: store.ContainerRecord) -> list[DnatRule]:
     return [DnatRule(record.spec.handle, m.host_port, record.container_ip, m.container_port) for m in record.ports]
 
 
-def _unlink(files: Sequence[Path]) -> None:
-    for f in files:
-        try:
-            f.unlink()
-        except FileNotFoundError:
-            pass
+def _grant(record: store.ContainerRecord) -> EgressGrant:
+    return EgressGrant(record.spec.handle, record.container_ip, record.spec.egress_rules)
 
 
 def _json(obj: object) -> str:

@@ -2,22 +2,29 @@
 
 Each test gets its own backend (own tag, bridge subnet, host port range and depot) so tests
 cannot see each other's containers; after the test `cleanup_all` removes everything of that
-backend. The session fixture sweeps every depot under GARDEN_TEST_ROOT at start (leftovers of a
-killed run) and at the end, even when tests failed. Needs root.
+backend. Several test runs may share the machine: each holds one of SLOTS slots (a flock) and
+keeps to its names (tag `<slot><n>`), subnets (10.<243+slot>.<n>.0/24), host ports and depots
+(GARDEN_TEST_ROOT/slot-<slot>). The session fixture sweeps its slot's depots at start
+(leftovers of a killed run) and at the end, even when tests failed. Needs root.
 """
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import itertools
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
 from agents.garden import GardenConfig, RuncBackend, build_busybox_stack, cleanup_all
 
 GARDEN_TEST_ROOT = Path("/var/tmp/pydiego-garden-tests")
+SLOTS = 5
+BACKENDS_PER_RUN = 40
+PORTS_PER_BACKEND = 20  # host ports 61000-64999: above the ephemeral range (32768-60999)
 
 MakeConfig = Callable[..., GardenConfig]
 
@@ -29,15 +36,39 @@ def _sweep(root: Path) -> None:
         asyncio.run(cleanup_all(depot))
 
 
-@pytest.fixture(scope="session")
-def garden_root() -> Iterator[Path]:
-    _sweep(GARDEN_TEST_ROOT)
+def _take_slot() -> tuple[int, IO[str]]:
     GARDEN_TEST_ROOT.mkdir(parents=True, exist_ok=True)
+    for slot in range(SLOTS):
+        lock = open(GARDEN_TEST_ROOT / f"slot-{slot}.lock", "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        return slot, lock
+    raise RuntimeError(f"all {SLOTS} garden test slots are taken by other test runs")
+
+
+@pytest.fixture(scope="session")
+def garden_slot() -> Iterator[int]:
+    slot, lock = _take_slot()
     try:
-        yield GARDEN_TEST_ROOT
+        yield slot
     finally:
-        _sweep(GARDEN_TEST_ROOT)
-        shutil.rmtree(GARDEN_TEST_ROOT, ignore_errors=True)
+        lock.close()
+
+
+@pytest.fixture(scope="session")
+def garden_root(garden_slot: int) -> Iterator[Path]:
+    root = GARDEN_TEST_ROOT / f"slot-{garden_slot}"
+    _sweep(GARDEN_TEST_ROOT)  # depots of the layout before slots
+    _sweep(root)
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        yield root
+    finally:
+        _sweep(root)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -46,18 +77,20 @@ def stack(garden_root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def make_config(garden_root: Path) -> MakeConfig:
-    """A fresh, non-overlapping backend config (tag, /24 subnet, 50 host ports, depot) per call."""
+def make_config(garden_root: Path, garden_slot: int) -> MakeConfig:
+    """A fresh, non-overlapping backend config (tag, /24 subnet, 20 host ports, depot) per call."""
     counter = itertools.count()
 
-    def make(port_count: int = 50, **overrides: object) -> GardenConfig:
+    def make(port_count: int = PORTS_PER_BACKEND, **overrides: object) -> GardenConfig:
         n = next(counter)
+        assert n < BACKENDS_PER_RUN and port_count <= PORTS_PER_BACKEND, "out of test backends or ports"
+        first_port = 61000 + (garden_slot * BACKENDS_PER_RUN + n) * PORTS_PER_BACKEND
         values: dict[str, object] = {
             "depot_dir": str(garden_root / f"depot-{n}"),
-            "tag": f"t{n}",
-            "bridge_subnet": f"10.253.{n}.0/24",
-            "port_range_start": 62000 + 50 * n,
-            "port_range_end": 62000 + 50 * n + port_count - 1,
+            "tag": f"{garden_slot}{n}",
+            "bridge_subnet": f"10.{243 + garden_slot}.{n}.0/24",
+            "port_range_start": first_port,
+            "port_range_end": first_port + port_count - 1,
         }
         values.update(overrides)
         return GardenConfig.model_validate(values)

@@ -10,11 +10,13 @@ import pytest
 
 from agents.garden import (CommandFailed, ContainerExists, ContainerNotFound, ContainerSpec, InsufficientResources,
                            InvalidSpec, ProcessSpec, RuncBackend, cleanup_all)
+from agents.garden.models import EgressRule
 
 from .helpers import assert_no_traces, backend_traces, sh, traces
 from .test_network import HTTPD, get
 
 MakeBackend = Callable[..., "asyncio.Future[RuncBackend]"]
+EGRESS = EgressRule(protocol="tcp", destinations=("192.0.2.0/24",), ports=(443,))
 
 
 async def test_destroy_leaves_nothing(backend: RuncBackend, stack: Path) -> None:
@@ -69,7 +71,7 @@ async def test_cancelled_create_leaves_nothing(backend: RuncBackend, stack: Path
     for step in range(12):  # cancellation points spread over a whole create (~70 ms)
         delay, handle = step * 0.008, f"cancel-{step}"
         task = asyncio.create_task(backend.create(
-            ContainerSpec(handle=handle, rootfs=str(stack), ports=(8080,), disk_mb=8)))
+            ContainerSpec(handle=handle, rootfs=str(stack), ports=(8080,), disk_mb=8, egress_rules=(EGRESS,))))
         await asyncio.sleep(delay)
         task.cancel()
         try:
@@ -98,7 +100,8 @@ async def test_concurrent_creates_and_destroys(backend: RuncBackend, stack: Path
 async def test_cleanup_all_removes_everything(make_backend: MakeBackend, stack: Path) -> None:
     backend = await make_backend()
     for handle in ("x1", "x2"):
-        await backend.create(ContainerSpec(handle=handle, rootfs=str(stack), ports=(8080,), disk_mb=8))
+        await backend.create(ContainerSpec(handle=handle, rootfs=str(stack), ports=(8080,), disk_mb=8,
+                                           egress_rules=(EGRESS,)))
         await sh(backend, handle, "sleep 60 &")
     tag, depot = backend.config.tag, backend.depot.root
     found = backend_traces(tag, depot)

@@ -6,8 +6,9 @@ import signal
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from agents.garden import (ContainerSpec, ContainerState, ContainerStopped, ProcessNotFound, ProcessSpec,
+from agents.garden import (ContainerSpec, ContainerState, ContainerStopped, InvalidSpec, ProcessNotFound, ProcessSpec,
                            ProcessStartFailed, RuncBackend)
 
 from .helpers import Output, sh
@@ -113,3 +114,36 @@ async def test_unprivileged_container_runs_as_mapped_uid(backend: RuncBackend, s
     await backend.create(ContainerSpec(handle="priv", rootfs=str(stack), privileged=True))
     status, out = await sh(backend, "priv", "cat /proc/self/uid_map")
     assert out.out.split() == ["0", "0", "4294967295"]
+
+
+async def test_attach_process_ids_and_stdin_in_one_backend(backend: RuncBackend, stack: Path, tmp_path: Path) -> None:
+    await backend.create(ContainerSpec(handle="ids", rootfs=str(stack)))
+    first = await backend.run("ids", ProcessSpec(path="sh", args=("-c", "exit 3"), process_id="job"))
+    assert (await first.wait()).code == 3
+    assert backend.process_ids("ids") == {"job": False}
+    assert (await asyncio.wait_for((await backend.attach("ids", "job")).wait(), 1)).code == 3  # read from disk
+
+    # The id of a finished process can be used again; stdin comes from a host file.
+    stdin = tmp_path / "in.txt"
+    stdin.write_text("from the host\n")
+    output = Output()
+    second = await backend.run("ids", ProcessSpec(path="cat", process_id="job", stdin_path=str(stdin)), output.io())
+    assert (await second.wait()).code == 0 and output.out == "from the host\n"
+
+    sleeper = await backend.run("ids", ProcessSpec(path="sleep", args=("30",), process_id="sleeper"))
+    assert await backend.attach("ids", "sleeper") is sleeper
+    with pytest.raises(InvalidSpec):
+        await backend.run("ids", ProcessSpec(path="true", process_id="sleeper"))
+    assert backend.process_ids("ids") == {"job": False, "sleeper": True}
+    assert (await backend.info("ids")).process_ids == ("sleeper",)
+    await backend.signal("ids", "sleeper", signal.SIGKILL)
+    assert (await sleeper.wait()).signal == signal.SIGKILL
+    assert (await backend.info("ids")).process_ids == ()
+
+    for unknown in ("nonesuch", "..", "../ids"):
+        with pytest.raises(ProcessNotFound):
+            await backend.attach("ids", unknown)
+    with pytest.raises(ValidationError):
+        ProcessSpec(path="true", process_id="..")
+    with pytest.raises(InvalidSpec):
+        await backend.run("ids", ProcessSpec(path="cat", stdin_path=str(tmp_path / "missing")))
