@@ -5,7 +5,7 @@ never touches containers otherwise. Every method is safe to call concurrently; g
 instance guid of an LRP instance or the task guid.
 
 Errors: `ContainerNotFound` for an unknown guid; `InvalidStateTransition` when asked to run a
-container that is not RESERVED. Failures of the container itself never raise: they end as
+container that is not RESERVED (`run_container`). Failures of the container itself never raise: they end as
 COMPLETED with a RunResult (retryable when nothing of the action ran).
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ class ExecutorAPI(Protocol):
         """
         ...
 
-    async def run(self, guid: str, request: RunRequest) -> None:
+    async def run_container(self, guid: str, request: RunRequest) -> None:
         """Attach the recipe to a RESERVED container and start making it (returns at once).
 
         INITIALIZING -> CREATED -> RUNNING -> COMPLETED happen in the background, each with an event

@@ -18,6 +18,7 @@ isolation drops it. Diego does not need it (routers and proxies come from other 
 from __future__ import annotations
 
 import ipaddress
+import socket
 from pathlib import Path
 
 from .commands import run_cmd
@@ -25,6 +26,20 @@ from .errors import InsufficientResources
 from .layout import Names
 
 SYSCTL = Path("/proc/sys/net/ipv4/conf")
+
+
+def link_exists(name: str) -> bool:
+    """In this process's network namespace (/sys/class/net shows the namespace sysfs was
+    mounted in, which differs under `nsenter --net`)."""
+    try:
+        socket.if_nametoindex(name)
+        return True
+    except OSError:
+        return False
+
+
+def link_names() -> list[str]:
+    return [name for _, name in socket.if_nameindex()]
 
 
 class AddressPool:
@@ -90,7 +105,7 @@ class BridgeNetwork:
 
     async def setup(self) -> None:
         br = self._names.bridge
-        if not Path(f"/sys/class/net/{br}").exists():
+        if not link_exists(br):
             await run_cmd(["ip", "link", "add", "name", br, "type", "bridge"], timeout=self._timeout)
         await run_cmd(["ip", "addr", "replace", f"{self._gateway}/{self._network.prefixlen}", "dev", br],
                       timeout=self._timeout)
@@ -123,13 +138,13 @@ class BridgeNetwork:
     async def detach(self, handle: str) -> None:
         """Idempotent: delete the veth pair (synchronously, rather than with the netns) and the netns name."""
         ns, veth = self._names.netns(handle), self._names.veth(handle)
-        if Path(f"/sys/class/net/{veth}").exists():
+        if link_exists(veth):
             await run_cmd(["ip", "link", "del", veth], check=False, timeout=self._timeout)
         if Path(f"/run/netns/{ns}").exists():
             await run_cmd(["ip", "netns", "del", ns], timeout=self._timeout)
 
     async def teardown(self) -> None:
-        if Path(f"/sys/class/net/{self._names.bridge}").exists():
+        if link_exists(self._names.bridge):
             await run_cmd(["ip", "link", "del", self._names.bridge], timeout=self._timeout)
 
 
@@ -140,8 +155,8 @@ async def remove_leftovers(names: Names, timeout: float) -> None:
         for entry in netns_dir.iterdir():
             if entry.name.startswith(names.prefix):
                 await run_cmd(["ip", "netns", "del", entry.name], check=False, timeout=timeout)
-    for entry in Path("/sys/class/net").iterdir():
-        if entry.name.startswith(names.prefix) and entry.name != names.bridge:
-            await run_cmd(["ip", "link", "del", entry.name], check=False, timeout=timeout)
-    if Path(f"/sys/class/net/{names.bridge}").exists():
+    for name in link_names():
+        if name.startswith(names.prefix) and name != names.bridge:
+            await run_cmd(["ip", "link", "del", name], check=False, timeout=timeout)
+    if link_exists(names.bridge):
         await run_cmd(["ip", "link", "del", names.bridge], check=False, timeout=timeout)

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from control.kit import api_errors
 from control.kit.asgi_limits import BodyLimit
@@ -35,7 +35,6 @@ def create_cell_app(cell: CellRep, executor: ExecutorAPI, max_request_bytes: int
     api_errors.install(app)
     registry = CollectorRegistry()
     work_items = Counter("rep_work_items_total", "work items received by /work", ["kind", "outcome"], registry=registry)
-    containers = Gauge("rep_containers", "containers by state", ["state"], registry=registry)
 
     @app.get("/ping", include_in_schema=False)
     async def ping() -> dict[str, bool]:
@@ -82,11 +81,6 @@ def create_cell_app(cell: CellRep, executor: ExecutorAPI, max_request_bytes: int
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
-        counts: dict[str, int] = {}
-        for c in executor.list():
-            counts[c.state.value] = counts.get(c.state.value, 0) + 1
-        for s in ("reserved", "initializing", "created", "running", "completed"):
-            containers.labels(s).set(counts.get(s, 0))
         return Response(generate_latest(registry) + extra_metrics().encode(), media_type=CONTENT_TYPE_LATEST)
 
     return BodyLimit(app, max_request_bytes)

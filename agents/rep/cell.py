@@ -8,6 +8,7 @@ events), so `/work` answers in milliseconds.
 """
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import structlog
@@ -42,6 +43,7 @@ class CellRep:
         self.placement_tags = placement_tags or []
         self.optional_placement_tags = optional_placement_tags or []
         self.guids = guids
+        self._stopping: dict[str, asyncio.Task[None]] = {}
 
     async def perform(self, work: Work) -> Work:
         if work.cell_id and work.cell_id != self.cell_id:
@@ -106,14 +108,37 @@ class CellRep:
         if container.tags.get("process_guid") != process_guid:
             raise NotFound(f"instance {instance_guid} of {process_guid} is not on this cell")
         log.info("stopping-instance", process_guid=process_guid, instance_guid=instance_guid)
-        await self.executor.stop(instance_guid)
+        self._stop_in_background(instance_guid)
 
     async def cancel_task(self, task_guid: str) -> None:
         container = self._container(task_guid, f"task {task_guid}")
         if container.tags.get("lifecycle") != conversion.TASK:
             raise NotFound(f"task {task_guid} is not on this cell")
         log.info("cancelling-task", task_guid=task_guid)
-        await self.executor.stop(task_guid)
+        self._stop_in_background(task_guid)
+
+    def _stop_in_background(self, guid: str) -> None:
+        """A graceful stop takes up to the graceful interval (10 s): answer 202 at once (as Diego's
+        rep does) and let the harmonizer report the outcome. Tasks are kept and awaited by aclose()."""
+        if guid in self._stopping:
+            return
+        task = asyncio.create_task(self._stop(guid), name=f"stop-{guid}")
+        self._stopping[guid] = task
+        task.add_done_callback(lambda _: self._stopping.pop(guid, None))
+
+    async def _stop(self, guid: str) -> None:
+        try:
+            await self.executor.stop(guid)
+        except ContainerNotFound:
+            pass
+        except Exception as exc:
+            log.warning("stop-failed", guid=guid, error=repr(exc))
+
+    async def aclose(self) -> None:
+        for task in list(self._stopping.values()):
+            task.cancel()
+        if self._stopping:
+            await asyncio.wait(list(self._stopping.values()))
 
     def _container(self, guid: str, what: str):  # type: ignore[no-untyped-def]
         try:

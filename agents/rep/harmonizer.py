@@ -24,7 +24,7 @@ from control.models.errors import InvalidTransition, NotFound, PydiegoError, Run
 from control.models.task import Task
 
 from agents.executor.api import ContainerNotFound, ExecutorAPI, ExecutorError
-from agents.executor.models import Container, ContainerState, EventKind
+from agents.executor.models import Container, EventKind
 
 from . import conversion
 from .decisions import (LRPDecision, TaskDecision, decide_lrp, decide_task, orphan_rows, orphan_tasks)
@@ -185,7 +185,7 @@ class Harmonizer:
                 bound.info("claim-refused", error=str(exc))
                 await self.executor.delete(container.guid)
                 return
-            await self.executor.run(container.guid, conversion.lrp_run_request(desired, index, container.guid))
+            await self.executor.run_container(container.guid, conversion.lrp_run_request(desired, index, container.guid))
             bound.info("lrp-claimed")
         elif decision is LRPDecision.RECLAIM:
             try:
@@ -267,7 +267,7 @@ class Harmonizer:
             if not should:
                 await self.executor.delete(container.guid)
                 return
-            await self.executor.run(container.guid, conversion.task_run_request(task))
+            await self.executor.run_container(container.guid, conversion.task_run_request(task))
             bound.info("task-started")
         elif decision is TaskDecision.COMPLETE_AND_DELETE:
             result = container.run_result

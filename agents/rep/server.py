@@ -80,7 +80,7 @@ class Rep:
         return presence.to_json()
 
     def _metrics(self) -> str:
-        return (f"rep_harmonizer_passes_total {self.harmonizer.passes}\n"
+        return self.executor.metrics_snapshot().prometheus() + (f"rep_harmonizer_passes_total {self.harmonizer.passes}\n"
                 f"rep_harmonizer_errors_total {self.harmonizer.errors}\n"
                 f"rep_evacuating {int(self.evacuator.evacuating)}\n")
 
@@ -108,6 +108,7 @@ class Rep:
             await self._close()
 
     async def _close(self) -> None:
+        await self.cell.aclose()
         await self.bbs.close()
         await self.images.aclose()
         if self._etcd is not None:

@@ -9,7 +9,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from control.models.actual_lrp import (ClaimRequest, CrashRequest, FailRequest, InstanceKey,
                                        KeepContainer, RemoveRequest, StartRequest)
