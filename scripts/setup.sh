@@ -12,7 +12,7 @@ SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 need_apt=()
 for pair in etcd:etcd-server runc:runc haproxy:haproxy ssh:openssh-client sshd:openssh-server \
             ip:iproute2 bridge:iproute2 iptables:iptables busybox:busybox-static mkfs.ext4:e2fsprogs \
-            losetup:mount; do
+            losetup:mount docker-registry:docker-registry skopeo:skopeo umoci:umoci; do
   bin=${pair%%:*}; pkg=${pair#*:}
   if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ] && [ ! -x "/sbin/$bin" ] && [ ! -x "/bin/$bin" ]; then
     case " ${need_apt[*]} " in *" $pkg "*) ;; *) need_apt+=("$pkg") ;; esac
@@ -57,5 +57,12 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip >/dev/null
   .venv/bin/pip install -q -e ".[test]" 2>&1 | grep -v -E "^WARNING: Location|BuildBackendWarning|^ *$|^  " >&2 || true
   touch "$stamp"
+fi
+
+# The busybox stack every local-cluster cell offers (`preloaded:busybox`); built once.
+stack=/var/lib/pydiego/stacks/busybox
+if [ ! -f "$stack/etc/group" ]; then
+  log "building the busybox stack in $stack"
+  $SUDO .venv/bin/python -c "import sys; from agents.garden.stacks import build_busybox_stack; build_busybox_stack(sys.argv[1])" "$stack"
 fi
 log "ready: $(etcd --version 2>/dev/null | head -1); consul $(consul version | head -1); $(runc --version | head -1)"

@@ -16,7 +16,7 @@ from control.models.errors import PydiegoError
 from control.coordination.factory import build
 from control.kit.etcd import Etcd
 
-from .connection import client_from_args, coordination_from_args
+from .connection import client_from_args, coordination_from_args, tls_from_args
 from .output import print_json, table
 
 
@@ -176,6 +176,12 @@ def run_verb(args: Namespace) -> int:
             return
         client = client_from_args(args)
         try:
+            if args.command == "logs":
+                from .logs import logs
+                if args.tail < 0:
+                    raise UsageError("--tail must be 0 or more")
+                await logs(client, args, tls_from_args(args))
+                return
             await VERBS[args.command](client, args)
         finally:
             await client.close()

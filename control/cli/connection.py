@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from argparse import Namespace
 from pathlib import Path
 
@@ -21,7 +22,8 @@ def default_cluster_dir() -> Path:
     return Path(os.environ.get("PYDIEGO_CLUSTER_DIR", Path.home() / ".pydiego" / "cluster"))
 
 
-def client_from_args(args: Namespace) -> BBSClient:
+def _settings(args: Namespace) -> tuple[str, str | None, str | None, str | None, LockLocator | None]:
+    """(BBS url, CA, client cert, client key, locator) from flags, environment or cluster.json."""
     url = args.bbs_url or os.environ.get("PYDIEGO_BBS_URL")
     ca = args.ca_cert or os.environ.get("PYDIEGO_CA_CERT")
     cert = args.client_cert or os.environ.get("PYDIEGO_CLIENT_CERT")
@@ -37,6 +39,18 @@ def client_from_args(args: Namespace) -> BBSClient:
         url, ca, cert, key = state["bbs_url"], state.get("ca_cert"), state.get("client_cert"), state.get("client_key")
         if state.get("coordination"):
             locate = LockLocator(CoordinationConfig.model_validate(state["coordination"]))
+    return url, ca, cert, key, locate
+
+
+def tls_from_args(args: Namespace) -> ssl.SSLContext | None:
+    """The client TLS context of the cluster (its CA and client certificate): the BBS's and the
+    reps' (`pydiego logs` reads logs from the cells with it)."""
+    _, ca, cert, key, _ = _settings(args)
+    return client_context(ca, cert, key) if ca else None
+
+
+def client_from_args(args: Namespace) -> BBSClient:
+    url, ca, cert, key, locate = _settings(args)
     tls = client_context(ca, cert, key) if url.startswith("https") and ca else None
     # With a locator the CLI rides out a failover (a lock TTL, ~3 s in the local cluster):
     # 8 retries back off over ~11 s; without one, a dead address fails fast.

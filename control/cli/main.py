@@ -30,7 +30,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("action", choices=["up", "down", "status"])
     c.add_argument("--dir", help="cluster directory (default ~/.pydiego/cluster or $PYDIEGO_CLUSTER_DIR)")
     c.add_argument("--json", action="store_true", help="status as JSON")
-    c.add_argument("--cells", type=int, default=0, help="number of cells (reps) to start")
+    c.add_argument("--cells", type=int, default=0, help=(
+        "number of cells to start: a rep each, in its own network namespace with its own address "
+        "(needs root; the busybox stack is offered)"))
     c.add_argument("--base-port", type=int, default=0, help="first port to use (default: pick free ports)")
 
     v = sub.add_parser("domains", help="list domains, or `domains upsert NAME --ttl S`")
@@ -64,6 +66,11 @@ def parser() -> argparse.ArgumentParser:
     v = sub.add_parser("cancel-task", help="cancel a task")
     v.add_argument("task_guid")
     v = sub.add_parser("cells", help="list cells and their capacity")
+    v = sub.add_parser("logs", help="an LRP's logs, read from its cells (`[index] source line`)")
+    v.add_argument("process_guid")
+    v.add_argument("--index", type=int, help="only this instance")
+    v.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until the containers go")
+    v.add_argument("--tail", type=int, default=100, help="earlier lines to show first, per instance (default 100)")
     v = sub.add_parser("locks", help="list lock holders (active instances of the singletons)")
     v.add_argument("--consul", help="Consul address (locks in Consul)")
     v.add_argument("--etcd", help="etcd endpoint (locks in etcd, or the fences of Consul locks)")
@@ -73,7 +80,7 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--cell-id", help="only instance events of this cell")
     v.add_argument("--count", type=int, default=0, help="stop after N events")
     for name in ("domains", "desire", "desired-lrps", "actual-lrps", "scale", "retire", "remove", "tasks",
-                 "run-task", "cancel-task", "cells", "events", "locks"):
+                 "run-task", "cancel-task", "cells", "events", "locks", "logs"):
         _connection_flags(sub.choices[name])
     return p
 

@@ -8,6 +8,10 @@ from pathlib import Path
 from typing import Any
 
 
+class ClusterError(Exception):
+    """What went wrong, in one line a person can act on (the CLI prints it after `error:`)."""
+
+
 @dataclass
 class Process:
     component: str
@@ -18,6 +22,22 @@ class Process:
     active: bool = True
     cmd: list[str] = field(default_factory=list)
     restarts: int = 0
+
+
+@dataclass
+class CellRecord:
+    """One cell of the cluster: where its rep runs and what its backend makes (for `down`)."""
+
+    n: int
+    cell_id: str
+    netns: str
+    address: str
+    rep_url: str
+    zone: str
+    config: str
+    depot: str
+    tag: str
+    bridge_subnet: str
 
 
 @dataclass
@@ -32,6 +52,8 @@ class ClusterState:
     coordination: dict[str, Any] = field(default_factory=dict)
     processes: list[Process] = field(default_factory=list)
     keeper_pid: int = 0
+    network: dict[str, Any] = field(default_factory=dict)  # the cells network (cellnet.setup's record)
+    cells: list[CellRecord] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -46,6 +68,7 @@ class ClusterState:
     def load(cls, path: Path) -> "ClusterState":
         data: dict[str, Any] = json.loads(path.read_text())
         data["processes"] = [Process(**p) for p in data.get("processes", [])]
+        data["cells"] = [CellRecord(**c) for c in data.get("cells", [])]
         return cls(**data)
 
 
@@ -68,6 +91,11 @@ class Layout:
     @property
     def config(self) -> Path:
         return self.dir / "config"
+
+    @property
+    def network_file(self) -> Path:
+        """The cells network's record, written before the network is made."""
+        return self.dir / "network.json"
 
     def data(self, name: str) -> Path:
         return self.dir / "data" / name
