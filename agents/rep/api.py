@@ -24,7 +24,7 @@ from control.models.errors import Forbidden, NotFound
 from agents.executor.api import ContainerNotFound, ExecutorAPI
 
 from .cell import CellRep
-from .models import CellState, EvacuateAnswer, Work
+from control.models.rep import CellState, EvacuateAnswer, Work
 
 GuidPath = Annotated[str, Path(pattern=GUID_PATTERN, max_length=255)]
 

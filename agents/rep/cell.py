@@ -21,7 +21,7 @@ from agents.executor.api import ContainerNotFound, ExecutorAPI
 from agents.executor.models import ContainerState
 
 from . import conversion
-from .models import CellState, LRPWork, Resources, StateLRP, StateTask, TaskWork, Work
+from control.models.rep import CellState, LRPWork, Resources, StateLRP, StateTask, TaskWork, Work
 
 log = structlog.get_logger("rep.cell")
 EVACUATING = "cell is evacuating"

@@ -13,7 +13,7 @@ from control.models.task import Task
 
 from agents.executor.models import AllocationRequest, Container, LogConfig, RunRequest
 
-from .models import LRPWork, TaskWork
+from control.models.rep import LRPWork, TaskWork
 
 LRP = "lrp"
 TASK = "task"

@@ -135,12 +135,18 @@ def _compatible(cells: list[CellSnapshot], unit: Unit) -> tuple[list[CellSnapsho
     return stage3, None
 
 
-def _best(candidates: list[CellSnapshot], unit: Unit, bin_pack_weight: float) -> CellSnapshot | None:
+@dataclass(frozen=True)
+class Weights:
+    bin_pack: float = 0.0
+    starting: float = STARTING_CONTAINER_WEIGHT
+
+
+def _best(candidates: list[CellSnapshot], unit: Unit, weights: Weights) -> CellSnapshot | None:
     best, best_score = None, 0.0
     for cell in candidates:
         if shortfalls(cell, unit):
             continue
-        s = score(cell, unit, bin_pack_weight)
+        s = score(cell, unit, weights.bin_pack, weights.starting)
         if best is None or s < best_score:
             best, best_score = cell, s
     return best
@@ -156,7 +162,7 @@ def _insufficient(candidates: list[CellSnapshot], unit: Unit) -> str:
     return "insufficient resources: " + ", ".join(sorted(common))
 
 
-def _place_lrp(cells: list[CellSnapshot], unit: Unit, bin_pack_weight: float) -> CellSnapshot | str:
+def _place_lrp(cells: list[CellSnapshot], unit: Unit, weights: Weights) -> CellSnapshot | str:
     compatible, error = _compatible(cells, unit)
     if error is not None:
         return error
@@ -170,18 +176,18 @@ def _place_lrp(cells: list[CellSnapshot], unit: Unit, bin_pack_weight: float) ->
         group = [ordered[i]]
         while i + len(group) < len(ordered) and load[ordered[i + len(group)]] == load[ordered[i]]:
             group.append(ordered[i + len(group)])
-        winner = _best([c for z in group for c in zones[z]], unit, bin_pack_weight)
+        winner = _best([c for z in group for c in zones[z]], unit, weights)
         if winner is not None:
             return winner
         i += len(group)
     return _insufficient(compatible, unit)
 
 
-def _place_task(cells: list[CellSnapshot], unit: Unit) -> CellSnapshot | str:
+def _place_task(cells: list[CellSnapshot], unit: Unit, weights: Weights) -> CellSnapshot | str:
     compatible, error = _compatible(cells, unit)
     if error is not None:
         return error
-    winner = _best(compatible, unit, 0.0)
+    winner = _best(compatible, unit, weights)
     return winner if winner is not None else _insufficient(compatible, unit)
 
 
@@ -204,12 +210,13 @@ def order(units: list[Unit]) -> list[Unit]:
 
 
 def schedule(cells: list[CellSnapshot], units: list[Unit], bin_pack_weight: float = 0.0,
-             max_in_flight: int = 0) -> Outcome:
+             max_in_flight: int = 0, starting_weight: float = STARTING_CONTAINER_WEIGHT) -> Outcome:
     """Place every unit or say why not. `cells` are mutated to reflect the placements.
 
     max_in_flight > 0 caps starting containers across all cells (reference §4.7).
     """
     outcome = Outcome()
+    weights = Weights(bin_pack_weight, starting_weight)
     in_flight = sum(c.starting for c in cells)
     for unit in order(units):
         if not cells:
@@ -218,7 +225,7 @@ def schedule(cells: list[CellSnapshot], units: list[Unit], bin_pack_weight: floa
         if max_in_flight and in_flight >= max_in_flight:
             outcome.failed.append(Failure(unit, ERR_IN_FLIGHT))
             continue
-        result = _place_task(cells, unit) if unit.is_task else _place_lrp(cells, unit, bin_pack_weight)
+        result = _place_task(cells, unit, weights) if unit.is_task else _place_lrp(cells, unit, weights)
         if isinstance(result, str):
             outcome.failed.append(Failure(unit, result))
             continue

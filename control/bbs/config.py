@@ -22,7 +22,9 @@ class BBSConfig(BaseModel):
     require_client_cert: bool = Field(True, description="mutual TLS: refuse clients without a certificate signed by ca_cert")
     client_cert: str = Field("", description="certificate the BBS presents to reps and the auctioneer")
     client_key: str = Field("", description="key of client_cert")
-    auctioneer_url: str = Field("", description="auctioneer base URL; empty = none yet (requests are logged and convergence re-sends)")
+    auctioneer_url: str = Field("", description=(
+        "fixed auctioneer base URL; empty = the holder of the `auctioneer` lock (requests with no holder "
+        "are logged and dropped; convergence re-sends them)"))
     max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest request body accepted (413 above)")
     max_task_retries: int = Field(3, ge=0, description="task rejections before it fails (reference §2.7)")
     callback_workers: int = Field(16, ge=1, description="concurrent task completion callbacks")

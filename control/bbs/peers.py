@@ -70,6 +70,42 @@ class HTTPAuctioneer:
         await self._post("/v1/tasks/auctions", [r.model_dump(mode="json") for r in requests])
 
 
+class LocatingAuctioneer(HTTPAuctioneer):
+    """The active auctioneer, found through its `auctioneer` lock (the value holds its address,
+    reference §4.1: only the lock holder serves). The address is cached and looked up again
+    after a failed request; with no holder the request is dropped (convergence re-sends)."""
+
+    def __init__(self, coordinator: Coordinator, tls: ssl.SSLContext | None, timeout_s: float = 10.0,
+                 lock: str = "auctioneer") -> None:
+        super().__init__("", tls, timeout_s)
+        self._coordinator = coordinator
+        self._lock = lock
+
+    async def _locate(self) -> str:
+        try:
+            info = await self._coordinator.holder(self._lock)
+        except Exception as exc:  # the coordination store is away
+            log.warning("auctioneer-locate-failed", error=str(exc))
+            return ""
+        address = info.doc.get("address") if info else None
+        return str(address).rstrip("/") if address else ""
+
+    async def _post(self, path: str, body: list[dict[str, object]]) -> None:
+        for attempt in range(2):
+            if not self._url or attempt:
+                self._url = await self._locate()
+            if not self._url:
+                log.info("auction-request-dropped", path=path, count=len(body), reason="no active auctioneer")
+                return
+            try:
+                async with httpx.AsyncClient(verify=self._tls or True, timeout=self._timeout) as client:
+                    resp = await client.post(self._url + path, json=body)
+                    resp.raise_for_status()
+                return
+            except httpx.HTTPError as exc:
+                log.warning("auction-request-failed", path=path, count=len(body), url=self._url, error=str(exc))
+
+
 class HTTPRepClient:
     def __init__(self, tls: ssl.SSLContext | None, timeout_s: float = 10.0) -> None:
         self._tls = tls

@@ -26,7 +26,7 @@ from .controllers.callbacks import CallbackWorker
 from .controllers.lrp_controller import LRPController
 from .controllers.task_controller import TaskController
 from .events.hub import EventHub
-from .peers import (AuctioneerClient, HTTPAuctioneer, HTTPRepClient, NullAuctioneer,
+from .peers import (AuctioneerClient, HTTPAuctioneer, HTTPRepClient, LocatingAuctioneer,
                     PresenceCellDirectory, RepClient)
 from .store.domain_store import DomainStore
 from .store.keys import Keys
@@ -79,9 +79,10 @@ class BBS:
         self.keys = Keys(cfg.key_prefix)
         self.etcd = Etcd(cfg.etcd_endpoints, timeout_s=cfg.etcd_timeout.total_seconds())
         peer_tls = client_context(cfg.ca_cert, cfg.client_cert, cfg.client_key) if cfg.ca_cert else None
-        if auctioneer is None:
-            auctioneer = HTTPAuctioneer(cfg.auctioneer_url, peer_tls) if cfg.auctioneer_url else NullAuctioneer()
         self.coordinator = coordinator or build_coordinator(cfg.coordination_config, self.etcd)
+        if auctioneer is None:
+            auctioneer = (HTTPAuctioneer(cfg.auctioneer_url, peer_tls) if cfg.auctioneer_url
+                          else LocatingAuctioneer(self.coordinator, peer_tls))
         self.name = cfg.instance_name or f"bbs-{socket.gethostname()}-{os.getpid()}"
         self.lock = LockMember(self.coordinator, "bbs", lock_value(self.name, cfg.url), self.etcd, cfg.key_prefix)
         self.cells = PresenceCellDirectory(self.coordinator)

@@ -23,6 +23,12 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("bbs", help="run the BBS daemon")
     d.add_argument("--config", required=True, help="YAML or JSON config file (BBSConfig)")
 
+    d = sub.add_parser("auctioneer", help="run the auctioneer daemon (active/passive under its lock)")
+    d.add_argument("--config", required=True, help="YAML or JSON config file (AuctioneerConfig)")
+
+    d = sub.add_parser("converger", help="run the converger daemon")
+    d.add_argument("--config", required=True, help="YAML or JSON config file (ConvergerConfig)")
+
     d = sub.add_parser("rep", help="run a cell's rep daemon (SIGTERM evacuates, SIGINT stops in place)")
     d.add_argument("--config", required=True, help="YAML or JSON config file (RepConfig)")
 
@@ -87,12 +93,18 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "auctioneer":
+        from control.auctioneer.__main__ import run_auctioneer
+        return run_auctioneer(args.config)
     if args.command == "rep":
         from agents.rep.__main__ import run_rep
         return run_rep(args.config)
     if args.command == "bbs":
         from control.bbs.__main__ import run_bbs
         return run_bbs(args.config)
+    if args.command == "converger":
+        from control.converger.__main__ import run_converger
+        return run_converger(args.config)
     if args.command == "cluster":
         from control.localcluster.cli import run_cluster
         return run_cluster(args)

@@ -8,6 +8,7 @@ checks that for one rep at any point.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import itertools
 import os
 import shutil
@@ -18,7 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -110,29 +111,96 @@ class RepDaemon:
 
 
 @dataclass
+class AuctioneerDaemon:
+    config_path: Path
+    log: Path
+    port: int
+    certs: Certs
+    proc: subprocess.Popen | None = None  # type: ignore[type-arg]
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def http(self) -> httpx.Client:
+        ctx = tls.client_context(self.certs.ca, self.certs.client_cert, self.certs.client_key)
+        return httpx.Client(base_url=self.url, verify=ctx, timeout=10)
+
+    def start(self, timeout: float = 20) -> "AuctioneerDaemon":
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "control.auctioneer", "--config", str(self.config_path)],
+                                         cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        with self.http() as client:
+            while time.monotonic() < deadline:
+                assert self.proc.poll() is None, f"auctioneer exited early:\n{self.log.read_text()[-3000:]}"
+                try:
+                    if client.get("/ping").status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.05)
+        raise AssertionError(f"auctioneer not ready:\n{self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@dataclass
 class World:
     bbs: Daemon
     reps: list[RepDaemon] = field(default_factory=list)
+    auctioneers: list[AuctioneerDaemon] = field(default_factory=list)
 
     def client(self) -> BBSClient:
         ctx = tls.client_context(self.bbs.certs.ca, self.bbs.certs.client_cert, self.bbs.certs.client_key)
         return BBSClient(self.bbs.url, tls=ctx, retries=2)
 
 
-@pytest.fixture(scope="session")
-def rep_root() -> Iterator[Path]:
-    _sweep()
+SLOTS = 5  # concurrent test runs on one machine: each holds a slot (flock) and keeps to its names
+
+
+def _take_slot() -> tuple[int, IO[str]]:
     REP_TEST_ROOT.mkdir(parents=True, exist_ok=True)
+    for slot in range(SLOTS):
+        lock = open(REP_TEST_ROOT / f"slot-{slot}.lock", "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        return slot, lock
+    raise RuntimeError(f"all {SLOTS} rep test slots are taken by other test runs")
+
+
+@pytest.fixture(scope="session")
+def rep_slot() -> Iterator[int]:
+    slot, lock = _take_slot()
     try:
-        yield REP_TEST_ROOT
+        yield slot
     finally:
-        _sweep()
-        shutil.rmtree(REP_TEST_ROOT, ignore_errors=True)
+        lock.close()
 
 
-def _sweep() -> None:
-    for depot in sorted(REP_TEST_ROOT.glob("*/garden")):
+@pytest.fixture(scope="session")
+def rep_root(rep_slot: int) -> Iterator[Path]:
+    """This run's directory (slot-<n>); leftovers of a killed run in the same slot are swept first."""
+    root = REP_TEST_ROOT / f"slot-{rep_slot}"
+    _sweep(root)
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        yield root
+    finally:
+        _sweep(root)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _sweep(root: Path) -> None:
+    for depot in sorted(root.glob("*/garden")):
         asyncio.run(cleanup_all(depot))
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -142,13 +210,15 @@ def rep_stack(rep_root: Path) -> Path:
 
 @pytest.fixture
 def world(make_daemon: Any, etcd_server: EtcdServer, key_prefix: str, certs: Certs, rep_root: Path,
-          rep_stack: Path) -> Iterator[Any]:
-    bbs = make_daemon().start()
+          rep_stack: Path, rep_slot: int) -> Iterator[Any]:
+    bbs = make_daemon(client_cert=str(certs.client_cert), client_key=str(certs.client_key)).start()
     w = World(bbs)
 
     def add_rep(**overrides: Any) -> RepDaemon:
-        n = next(_counter)
+        n = next(_counter) % 100
         home = rep_root / f"cell-{n}"
+        if home.exists():
+            shutil.rmtree(home)
         home.mkdir(parents=True)
         port, admin_port = free_port(), free_port()
         cfg: dict[str, Any] = {
@@ -162,8 +232,10 @@ def world(make_daemon: Any, etcd_server: EtcdServer, key_prefix: str, certs: Cer
             "stacks": {"busybox": str(rep_stack)},
             "image_cache_dir": str(home / "images"),
             "insecure_registries": ["127.0.0.1"],
-            "garden": {"depot_dir": str(home / "garden"), "tag": f"r{n}", "bridge_subnet": f"10.250.{n % 250}.0/24",
-                       "port_range_start": 63000 + 40 * (n % 60), "port_range_end": 63000 + 40 * (n % 60) + 39},
+            "garden": {"depot_dir": str(home / "garden"), "tag": f"r{rep_slot}{n}",
+                       "bridge_subnet": f"10.{230 + rep_slot}.{n}.0/24",
+                       "port_range_start": 20000 + 1000 * rep_slot + 20 * (n % 50),
+                       "port_range_end": 20000 + 1000 * rep_slot + 20 * (n % 50) + 19},
             "executor": {"state_dir": str(home / "executor"), "memory_mb": 2048, "disk_mb": 4096, "containers": 20,
                          "graceful_shutdown_interval": 2, "unhealthy_monitoring_interval": 0.2,
                          "healthy_monitoring_interval": 1, "reserved_expiration": 10, "reaper_interval": 1},
@@ -182,10 +254,34 @@ def world(make_daemon: Any, etcd_server: EtcdServer, key_prefix: str, certs: Cer
         w.reps.append(rep)
         return rep
 
+    def add_auctioneer(**overrides: Any) -> AuctioneerDaemon:
+        n = len(w.auctioneers)
+        port = free_port()
+        cfg: dict[str, Any] = {
+            "listen_address": f"127.0.0.1:{port}", "bbs_url": bbs.url,
+            "ca_cert": str(certs.ca), "server_cert": str(certs.server_cert), "server_key": str(certs.server_key),
+            "client_cert": str(certs.client_cert), "client_key": str(certs.client_key),
+            "etcd_endpoints": [etcd_server.endpoint], "key_prefix": key_prefix,
+            "coordination": {"backend": "etcd"}, "cell_state_timeout": 2, "work_timeout": 5, "log_level": "debug",
+        }
+        cfg.update(overrides)
+        home = rep_root / f"auctioneer-{os.getpid()}-{next(_counter)}"
+        home.mkdir(parents=True)
+        path = home / "auctioneer.yml"
+        path.write_text(yaml.safe_dump(cfg))
+        daemon = AuctioneerDaemon(path, home / "auctioneer.log", port, certs)
+        w.auctioneers.append(daemon)
+        return daemon
+
     w.add_rep = add_rep  # type: ignore[attr-defined]
+    w.add_auctioneer = add_auctioneer  # type: ignore[attr-defined]
     try:
         yield w
     finally:
+        print(f"---- log of the BBS ----\n{bbs.log.read_text(errors='replace')[-6000:]}")
+        for auctioneer in w.auctioneers:
+            auctioneer.kill()
+            print(f"---- log of auctioneer ----\n{auctioneer.log.read_text(errors='replace')[-8000:]}")
         for rep in w.reps:
             rep.kill()
             print(f"---- log of rep {rep.cell_id} ----\n{rep.tail(12000)}")  # shown when the test failed

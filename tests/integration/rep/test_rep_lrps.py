@@ -58,7 +58,7 @@ def test_lrp_claimed_started_health_checked_and_reachable(world) -> None:  # typ
     row = wait_for(lambda: running(world, "web"), timeout=30, what="web/0 RUNNING")
     assert row.cell_id == rep.cell_id
     assert row.address == "127.0.0.1"
-    assert row.instance_address.startswith("10.250.")
+    assert row.instance_address.startswith("10.2") and row.instance_address != row.address
     assert [p.container_port for p in row.ports] == [HTTPD_PORT]
     host_port = row.ports[0].host_port
     assert "hello-0" in http_get(row.address, host_port)

@@ -1,4 +1,5 @@
-"""The rep's wire contract: the work the auctioneer posts and the state it reads (reference §4.7, §6.1).
+"""The rep's wire contract, shared by the rep and the auctioneer: the work the auctioneer posts
+and the state it reads (reference §4.7, §6.1).
 
 `Work` is what `POST /work` takes and returns (the returned Work holds what could NOT be taken,
 each with its reason). `CellState` is `GET /state`: capacity, what is free, what runs here.
@@ -7,9 +8,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from control.models.auction import Resource
-from control.models.base import CellId, DomainName, Guid, Model, ProcessGuid, TaskGuid
-from control.models.cell import Provider
+from .auction import Resource
+from .base import CellId, DomainName, Guid, Model, ProcessGuid, TaskGuid
+from .cell import Provider
 
 MAX_WORK_ITEMS = 10_000
 
