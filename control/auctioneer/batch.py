@@ -20,8 +20,8 @@ class Batch:
         return len(self._lrps) + len(self._tasks)
 
     def add_lrps(self, requests: list[LRPStartRequest]) -> None:
-        count = sum(len(r.indices) for r in requests)
-        if len(self) + count > self.limit:
+        new = {(r.process_guid, i) for r in requests for i in r.indices} - self._lrps.keys()
+        if len(self) + len(new) > self.limit:
             raise Unavailable(f"auction batch is full ({len(self)} queued, limit {self.limit})")
         for req in requests:
             for index in req.indices:
@@ -30,7 +30,7 @@ class Batch:
             self._has_work.set()
 
     def add_tasks(self, requests: list[TaskStartRequest]) -> None:
-        if len(self) + len(requests) > self.limit:
+        if len(self) + len({r.task_guid for r in requests} - self._tasks.keys()) > self.limit:
             raise Unavailable(f"auction batch is full ({len(self)} queued, limit {self.limit})")
         for req in requests:
             self._tasks[req.task_guid] = req
