@@ -65,8 +65,8 @@ def _print_status(state: ClusterState, health: dict[str, bool], running: bool) -
         print(f"  cells net    bridge {net.get('bridge')} {net.get('gateway')} ({net.get('subnet')})")
     print("  processes:")
     for p in state.processes:
-        if p.component == "bbs":
+        if p.component in ("bbs", "auctioneer", "converger"):
             role = "active" if p.active else ("standby" if health.get(p.name) else "DEAD")
         else:
             role = "alive" if health.get(p.name) else "DEAD"
-        print(f"    {p.component:<7} {p.name:<10} pid {p.pid:<8} {p.address:<28} {role:<8} log {p.log}")
+        print(f"    {p.component:<10} {p.name:<12} pid {p.pid:<8} {p.address:<28} {role:<8} log {p.log}")

@@ -36,6 +36,7 @@ from .processes import orphans, spawn, stop_pid
 
 Progress = Callable[[str], None]
 BBS_COUNT = 2
+SINGLETON_COUNT = 2  # auctioneers and convergers: one active, one standby
 # The local cluster's coordination settings: fast failover on one machine. Consul's own default
 # minimum session TTL is 10 s; the cluster's Consul lowers it to 1 s (see consul.json).
 COORDINATION = {"backend": "consul", "lock_ttl": 3, "presence_ttl": 4, "lock_retry_interval": 0.2,
@@ -110,7 +111,7 @@ def up(directory: Path, progress: Progress, base_port: int = 0, python: str = sy
     if not 0 <= cells <= 99:
         raise ClusterError("--cells must be between 0 and 99")
     layout.make()
-    step = _Steps(progress, 6 if cells else 4)
+    step = _Steps(progress, 7 if cells else 5)
     procs: list[Process] = []
     net: CellNet | None = None
     records: list[CellRecord] = []
@@ -255,9 +256,41 @@ def _start_control_plane(layout: Layout, step: _Steps, progress: Progress, ports
             if not alive(pid):
                 raise ClusterError(f"bbs-{n} exited during start-up; see {log}")
             progress(f"      bbs-{n} standby on {url}")
+    step(f"starting {SINGLETON_COUNT} auctioneers (one active, the other standby)")
+    common = {"ca_cert": str(ca_cert), "server_cert": str(bbs_cert), "server_key": str(bbs_key),
+              "client_cert": str(bbs_cert), "client_key": str(bbs_key), "bbs_url": bbs_url,
+              "etcd_endpoints": [f"127.0.0.1:{etcd_port}"], "coordination": coordination}
+    _start_singletons(layout, "auctioneer", "control.auctioneer", python, procs, progress, ports, host, ctx,
+                      lambda n, listen: {**common, "listen_address": listen, "instance_name": f"auctioneer-{n}",
+                                         "cell_state_timeout": 2, "work_timeout": 5})
     return {"bbs_url": bbs_url, "coordination": coordination, "consul_address": f"{host}:{consul_port}",
             "consul_local": f"127.0.0.1:{consul_port}", "etcd_endpoint": f"{host}:{etcd_port}",
             "etcd_local": f"127.0.0.1:{etcd_port}"}
+
+
+def _start_singletons(layout: Layout, component: str, module: str, python: str, procs: list[Process],
+                      progress: Progress, ports: Ports, host: str, ctx: Any,
+                      config: Callable[[int, str], dict[str, Any]]) -> None:
+    """SINGLETON_COUNT copies of a locked component: the first is waited for until it serves
+    /ping (it holds the lock), the others stand by at the lock."""
+    for n in range(SINGLETON_COUNT):
+        port = ports.next()
+        url = f"https://{host}:{port}"
+        cfg_path = layout.config / f"{component}-{n}.yml"
+        cfg_path.write_text(yaml.safe_dump(config(n, f"{host}:{port}")))
+        log = layout.logs / f"{component}-{n}.log"
+        cmd = [python, "-m", module, "--config", str(cfg_path)]
+        pid = spawn(cmd, log)
+        procs.append(Process(component, f"{component}-{n}", pid, url, str(log), active=False, cmd=cmd))
+        if n == 0:
+            took = _wait_until(lambda: httpx.get(f"{url}/ping", verify=ctx, timeout=1).status_code == 200,
+                               pid, f"the {component}", log)
+            progress(f"      {component}-0 active on {url} ({took:.1f}s)")
+        else:
+            time.sleep(0.3)
+            if not alive(pid):
+                raise ClusterError(f"{component}-{n} exited during start-up; see {log}")
+            progress(f"      {component}-{n} standby on {url}")
 
 
 def _network(layout: Layout, state: ClusterState | None) -> tuple[CellNet, Path] | None:
@@ -376,13 +409,15 @@ def status(directory: Path) -> tuple[ClusterState | None, dict[str, bool]]:
         return None, {}
     state = ClusterState.load(layout.state)
     health: dict[str, bool] = {}
-    holder = _lock_holder(state, "bbs")
+    locked = {p.component for p in state.processes} & {"bbs", "auctioneer", "converger"}
+    holders = {name: _lock_holder(state, name) for name in sorted(locked)}
     for proc in state.processes:
         running = alive(proc.pid)
         health[proc.name] = running
-        if proc.component == "bbs":
+        if proc.component in holders:
+            holder = holders[proc.component]
             proc.active = running and holder is not None and holder.doc.get("owner") == proc.name
-            if proc.active:
+            if proc.active and proc.component == "bbs":
                 state.bbs_url = proc.address
         else:
             proc.active = running
