@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from argparse import Namespace
 from pathlib import Path
@@ -61,6 +62,31 @@ async def desire(c: BBSClient, a: Namespace) -> None:
         raise UsageError(f"{a.file} must hold one DesiredLRP object")
     d = await c.desire_lrp(doc)
     print_json(d) if a.json else print(f"desired LRP {d.process_guid} created with {d.instances} instance(s)")
+    if getattr(a, "wait", 0):
+        await wait_running(c, d.process_guid, d.instances, a.wait, quiet=a.json)
+
+
+async def wait_running(c: BBSClient, guid: str, instances: int, timeout: float, quiet: bool = False) -> None:
+    """Wait until `instances` ORDINARY instances are RUNNING; show progress and their addresses."""
+    loop = asyncio.get_running_loop()
+    deadline, last = loop.time() + timeout, -1
+    while True:
+        rows = [r for r in await c.actual_lrps(process_guid=guid) if r.presence == "ORDINARY"]
+        running = sorted((r for r in rows if r.state == "RUNNING"), key=lambda r: r.index)
+        if len(running) != last and not quiet:
+            print(f"  {len(running)}/{instances} running", file=sys.stderr)
+            last = len(running)
+        if len(running) >= instances:
+            break
+        if loop.time() > deadline:
+            problems = sorted({r.placement_error or r.crash_reason for r in rows if r.placement_error or r.crash_reason})
+            raise UsageError(f"{guid}: {len(running)}/{instances} running after {timeout:g}s"
+                             + (f" ({'; '.join(problems)})" if problems else ""))
+        await asyncio.sleep(0.2)
+    if not quiet:
+        for r in running:
+            ports = ", ".join(f"{r.address}:{p.host_port}" for p in r.ports) or r.address
+            print(f"  [{r.index}] {r.cell_id}  {ports}")
 
 
 async def desired_lrps(c: BBSClient, a: Namespace) -> None:

@@ -47,6 +47,8 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--ttl", type=int, default=0, help="seconds until the domain expires; 0 = never")
     v = sub.add_parser("desire", help="desire an LRP from a JSON or YAML file ('-' = stdin)")
     v.add_argument("file")
+    v.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                   help="wait until every instance is RUNNING and print their addresses (fails after SECONDS)")
     v = sub.add_parser("desired-lrps", help="list desired LRPs, or show one")
     v.add_argument("process_guid", nargs="?")
     v.add_argument("--domain")
