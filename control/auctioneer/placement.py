@@ -8,7 +8,6 @@ batch. Ties go to the first cell in input order (deterministic, unlike Diego's m
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 LOCALITY_OFFSET = 1000.0
@@ -142,13 +141,23 @@ class Weights:
 
 
 def _best(candidates: list[CellSnapshot], unit: Unit, weights: Weights) -> CellSnapshot | None:
+    """The fitting candidate with the lowest `score` (first one on ties). `score` inlined: this
+    loop is the auction's hot path (cells x units)."""
+    m, d, guid, is_task = unit.memory, unit.disk, unit.guid, unit.is_task
+    bin_pack, starting_w = weights.bin_pack, weights.starting
     best, best_score = None, 0.0
-    for cell in candidates:
-        if shortfalls(cell, unit):
+    for c in candidates:
+        if c.memory < m or c.disk < d or c.containers < 1:
             continue
-        s = score(cell, unit, weights.bin_pack, weights.starting)
+        tm, td, tc = c.total_memory, c.total_disk, c.total_containers
+        s = ((1.0 - (c.memory - m) / tm if tm > 0 else 1.0) + (1.0 - (c.disk - d) / td if td > 0 else 1.0)
+             + (1.0 - (c.containers - 1) / tc if tc > 0 else 1.0)) / 3 + c.starting * starting_w
+        if is_task:
+            s += LOCALITY_OFFSET * c.tasks
+        else:
+            s = s + LOCALITY_OFFSET * c.lrps.get(guid, 0) + c.index * bin_pack  # same order as score()
         if best is None or s < best_score:
-            best, best_score = cell, s
+            best, best_score = c, s
     return best
 
 
@@ -162,33 +171,62 @@ def _insufficient(candidates: list[CellSnapshot], unit: Unit) -> str:
     return "insufficient resources: " + ", ".join(sorted(common))
 
 
-def _place_lrp(cells: list[CellSnapshot], unit: Unit, weights: Weights) -> CellSnapshot | str:
-    compatible, error = _compatible(cells, unit)
-    if error is not None:
-        return error
-    zones: defaultdict[str, list[CellSnapshot]] = defaultdict(list)
-    for cell in compatible:
-        zones[cell.zone].append(cell)
-    load = {z: sum(c.lrps.get(unit.guid, 0) for c in members) for z, members in zones.items()}
-    ordered = sorted(zones, key=lambda z: load[z])  # stable: input order breaks ties
-    i = 0
-    while i < len(ordered):
-        group = [ordered[i]]
-        while i + len(group) < len(ordered) and load[ordered[i + len(group)]] == load[ordered[i]]:
-            group.append(ordered[i + len(group)])
-        winner = _best([c for z in group for c in zones[z]], unit, weights)
-        if winner is not None:
-            return winner
-        i += len(group)
-    return _insufficient(compatible, unit)
+FilterKey = tuple[str, frozenset[str], frozenset[str]]
 
 
-def _place_task(cells: list[CellSnapshot], unit: Unit, weights: Weights) -> CellSnapshot | str:
-    compatible, error = _compatible(cells, unit)
-    if error is not None:
-        return error
-    winner = _best(compatible, unit, weights)
-    return winner if winner is not None else _insufficient(compatible, unit)
+class _Scheduler:
+    """One scheduling pass; caches what stays the same between units of a batch: the compatible
+    cells per (rootfs, tags, drivers) and their zones, and each LRP's instance count per zone."""
+
+    def __init__(self, cells: list[CellSnapshot], weights: Weights) -> None:
+        self.cells = cells
+        self.weights = weights
+        self.compat: dict[FilterKey, tuple[list[CellSnapshot], str | None, dict[str, list[CellSnapshot]]]] = {}
+        self.loads: dict[tuple[str, FilterKey], dict[str, int]] = {}
+        self.members: dict[FilterKey, set[int]] = {}  # id() of the compatible cells per key
+
+    def _filtered(self, unit: Unit) -> tuple[FilterKey, list[CellSnapshot], str | None, dict[str, list[CellSnapshot]]]:
+        key = (unit.rootfs, unit.placement_tags, unit.volume_drivers)
+        if key not in self.compat:
+            compatible, error = _compatible(self.cells, unit)
+            zones: dict[str, list[CellSnapshot]] = {}
+            for cell in compatible:
+                zones.setdefault(cell.zone, []).append(cell)
+            self.compat[key] = (compatible, error, zones)
+            self.members[key] = {id(c) for c in compatible}
+        compatible, error, zones = self.compat[key]
+        return key, compatible, error, zones
+
+    def place(self, unit: Unit) -> CellSnapshot | str:
+        key, compatible, error, zones = self._filtered(unit)
+        if error is not None:
+            return error
+        if unit.is_task:
+            winner = _best(compatible, unit, self.weights)
+            return winner if winner is not None else _insufficient(compatible, unit)
+        load = self.loads.get((unit.guid, key))
+        if load is None:
+            load = {z: sum(c.lrps.get(unit.guid, 0) for c in members) for z, members in zones.items()}
+            self.loads[(unit.guid, key)] = load
+        ordered = sorted(zones, key=lambda z: load[z])  # stable: input order breaks ties
+        i = 0
+        while i < len(ordered):
+            group = [ordered[i]]
+            while i + len(group) < len(ordered) and load[ordered[i + len(group)]] == load[ordered[i]]:
+                group.append(ordered[i + len(group)])
+            candidates = zones[group[0]] if len(group) == 1 else [c for z in group for c in zones[z]]
+            winner = _best(candidates, unit, self.weights)
+            if winner is not None:
+                return winner
+            i += len(group)
+        return _insufficient(compatible, unit)
+
+    def commit(self, cell: CellSnapshot, unit: Unit) -> None:
+        _commit(cell, unit)
+        if not unit.is_task:
+            for (guid, key), load in self.loads.items():
+                if guid == unit.guid and id(cell) in self.members[key]:
+                    load[cell.zone] += 1
 
 
 def _commit(cell: CellSnapshot, unit: Unit) -> None:
@@ -216,7 +254,7 @@ def schedule(cells: list[CellSnapshot], units: list[Unit], bin_pack_weight: floa
     max_in_flight > 0 caps starting containers across all cells (reference §4.7).
     """
     outcome = Outcome()
-    weights = Weights(bin_pack_weight, starting_weight)
+    scheduler = _Scheduler(cells, Weights(bin_pack_weight, starting_weight))
     in_flight = sum(c.starting for c in cells)
     for unit in order(units):
         if not cells:
@@ -225,11 +263,11 @@ def schedule(cells: list[CellSnapshot], units: list[Unit], bin_pack_weight: floa
         if max_in_flight and in_flight >= max_in_flight:
             outcome.failed.append(Failure(unit, ERR_IN_FLIGHT))
             continue
-        result = _place_task(cells, unit, weights) if unit.is_task else _place_lrp(cells, unit, weights)
+        result = scheduler.place(unit)
         if isinstance(result, str):
             outcome.failed.append(Failure(unit, result))
             continue
-        _commit(result, unit)
+        scheduler.commit(result, unit)
         in_flight += 1
         outcome.placed.append(Placement(unit, result.cell_id))
     return outcome

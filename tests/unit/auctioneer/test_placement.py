@@ -111,3 +111,24 @@ def test_property_instances_spread_when_capacity_allows(n_cells: int, n_instance
     for z in zones:
         per_cell = [c.lrps.get("web", 0) for c in cells if c.zone == z]
         assert max(per_cell) - min(per_cell) <= 1  # ... then cells within a zone
+
+
+@settings(max_examples=300, deadline=None)
+@given(cells_strategy, st.integers(0, 600), st.integers(0, 600), st.booleans(), st.integers(0, 3))
+def test_property_the_winner_has_the_lowest_score(raw_cells, memory, disk, is_task, already) -> None:  # type: ignore[no-untyped-def]
+    from control.auctioneer.placement import Weights, _best, shortfalls
+    cells = [cell(f"c{i}", z, m, d, n) for i, (z, m, d, n) in enumerate(raw_cells)]
+    for i, c in enumerate(cells):
+        c.starting = i % 3
+        c.lrps["app"] = (i + already) % 2
+        c.tasks = i % 2
+        c.index = i
+    unit = Unit("app", 1, memory, disk, "preloaded:busybox", is_task=is_task)
+    winner = _best(cells, unit, Weights(bin_pack=0.5))
+    fitting = [c for c in cells if not shortfalls(c, unit)]
+    if not fitting:
+        assert winner is None
+        return
+    assert winner is not None
+    assert score(winner, unit, 0.5) == min(score(c, unit, 0.5) for c in fitting)
+    assert winner is next(c for c in fitting if score(c, unit, 0.5) == score(winner, unit, 0.5))  # first on ties
