@@ -208,6 +208,10 @@ class ContainerInfo(Model):
     properties: dict[str, str] = {}
     process_ids: tuple[str, ...] = Field((), description=(
         "processes still running, including those started by an earlier backend object on this depot"))
+    create_timings_ms: dict[str, float] = Field({}, description=(
+        "how long create() spent per stage: 'rootfs' (base or uid-shifted copy, disk image, overlay "
+        "mount), 'runc' (/etc/hosts, config.json, `runc run` until the init runs), 'network' (netns, "
+        "veth, host ports, DNAT and egress rules), 'total' (all three and the bookkeeping between them)"))
 
 
 class ExitStatus(Model):

@@ -3,6 +3,7 @@
 create:  base rootfs (or its uid-shifted copy) ─ overlay ─ upper on a loop ext4 image (disk_mb)
          → config.json → `runc run -d` (pause-and-reap init) → `ip netns attach` + veth on the
          bridge → host ports + DNAT rules → state.json
+         (the time of each stage is kept in the record: info().create_timings_ms)
 run:     `runc exec --detach --process` through the keeper (runtime.py, processes.py); a later
          backend object on the same depot lists, signals and re-attaches to them
 stream:  files in (tar) and out through a busybox helper run in the container (streams.py)
@@ -32,6 +33,7 @@ from .commands import UndoStack
 from .config import GardenConfig
 from .errors import ContainerExists, ContainerNotFound, ContainerStopped, GardenError
 from .firewall import DnatRule, EgressGrant, Firewall
+from .keyring import ensure_key_quota
 from .layout import Bundle, Depot, Names
 from .models import (ContainerInfo, ContainerMetrics, ContainerSpec, ContainerState, ExitStatus, PortMapping,
                      ProcessIO, ProcessSpec, merge_env)
@@ -78,6 +80,7 @@ class RuncBackend:
             self._addresses.claim(ipaddress.IPv4Address(record.container_ip))
             for mapping in record.ports:
                 self._ports.claim(mapping.host_port)
+        ensure_key_quota()
         await self._bridge.setup()
         await self._runtime.start()
         async with self._firewall_lock:
@@ -119,11 +122,13 @@ class RuncBackend:
             return self._info(record, running=True)
 
     async def _create(self, spec: ContainerSpec, bundle: Bundle, undo: UndoStack) -> store.ContainerRecord:
+        clock = _StageClock()
         lower = await self._rootfs.lower_dir(Path(spec.rootfs), spec.privileged)
         bundle.path.mkdir(parents=True)
         undo.push("remove-bundle", lambda: remove_bundle(bundle))
         owner = 0 if spec.privileged else self._mapping.host_id
         baseline = await self._rootfs.mount(bundle, lower, spec.disk_mb, owner, undo)
+        clock.lap("rootfs")
 
         async with self._alloc_lock:
             addr = self._addresses.acquire()
@@ -139,6 +144,7 @@ class RuncBackend:
         undo.push("remove-cgroup", lambda: cgroups.remove(self.names.cgroup(spec.handle)))
         undo.push("runc-delete", lambda: self._runtime.delete(spec.handle, bundle.init_pid))
         init_pid = await self._runtime.run(spec.handle, bundle)
+        clock.lap("runc")
 
         undo.push("detach-network", lambda: self._bridge.detach(spec.handle))
         await self._bridge.attach(spec.handle, init_pid, addr)
@@ -153,6 +159,8 @@ class RuncBackend:
         undo.push("remove-rules", lambda: self._remove_rules(spec.handle))
         async with self._firewall_lock:
             await self._firewall.add(_rules(record), [_grant(record)])
+        clock.lap("network")
+        record = record.model_copy(update={"create_timings_ms": clock.done()})
         store.save(bundle, record)
         undo.clear()
         return record
@@ -331,6 +339,7 @@ class RuncBackend:
             cpu_shares=ocispec.cpu_shares(spec.cpu_weight), created_at=record.created_at,
             init_pid=record.init_pid if running else 0, bundle_path=str(self.depot.bundle(spec.handle).path),
             events=("out of memory",) if oom else (), properties=spec.properties,
+            create_timings_ms=record.create_timings_ms,
             process_ids=tuple(sorted(pid for pid, running in self._processes.ids(spec.handle).items() if running)))
 
     def _lock(self, handle: str) -> asyncio.Lock:
@@ -347,6 +356,22 @@ def _rules(record: store.ContainerRecord) -> list[DnatRule]:
 
 def _grant(record: store.ContainerRecord) -> EgressGrant:
     return EgressGrant(record.spec.handle, record.container_ip, record.spec.egress_rules)
+
+
+class _StageClock:
+    """Milliseconds per create stage, for ContainerInfo.create_timings_ms (bench/cell_bench.py)."""
+
+    def __init__(self) -> None:
+        self._start = self._last = time.monotonic()
+        self._laps: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = time.monotonic()
+        self._laps[stage] = round((now - self._last) * 1000, 2)
+        self._last = now
+
+    def done(self) -> dict[str, float]:
+        return {**self._laps, "total": round((time.monotonic() - self._start) * 1000, 2)}
 
 
 def _json(obj: object) -> str:

@@ -39,6 +39,7 @@ class ContainerRecord(Model):
     lower_dir: str = Field(description="overlay lower dir (the base or its uid-shifted copy)")
     disk_baseline: int = Field(0, description="bytes the empty ext4 writable layer already used")
     stopped: bool = False
+    create_timings_ms: dict[str, float] = Field({}, description="create() time per stage (ContainerInfo)")
 
 
 class ProcessRecord(Model):
