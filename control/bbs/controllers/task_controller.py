@@ -157,3 +157,27 @@ class TaskController:
             return None
         before, _ = await self.store.update(guid, decide)
         return before
+
+    # ---- convergence (reference §5.3): each write is one transaction that compares the task's
+    # mod_revision as the converger read it, so a concurrent change makes it a no-op (None/False)
+    async def fail_if_unchanged(self, task: Task, rev: int, reason: str, now: int) -> Task | None:
+        """PENDING/RUNNING → COMPLETED(failed, reason); the callback follows as for any failure."""
+        if task.state not in (T.PENDING, T.RUNNING):
+            return None
+        after = _completed(task, now, True, reason)
+        if not await self.store.replace_if_unchanged(task.task_guid, rev, after):
+            return None
+        self.on_completed(after)
+        return after
+
+    async def demote_if_unchanged(self, task: Task, rev: int) -> Task | None:
+        """RESOLVING → COMPLETED: its resolver died. updated_at is kept, as Diego does."""
+        if task.state is not T.RESOLVING:
+            return None
+        after = task.model_copy(update={"state": T.COMPLETED})
+        if not await self.store.replace_if_unchanged(task.task_guid, rev, after):
+            return None
+        return after
+
+    async def delete_if_unchanged(self, guid: str, rev: int) -> bool:
+        return await self.store.replace_if_unchanged(guid, rev, None)

@@ -204,3 +204,27 @@ class LRPStore:
         for (_, index, presence), kv in await self._actual_rows(guid):
             out.setdefault(index, {})[presence] = ActualLRP.model_validate_json(kv.value)
         return out
+
+    # ---- convergence (control/converger) ----------------------------------------------------
+    async def list_schedules_with_revisions(self) -> list[tuple[str, bytes, int]]:
+        """Every stored SchedulingInfo as (process_guid, JSON, mod_revision of its key): the
+        converger guards the creation of missing instances with that revision."""
+        kvs, _ = await self.etcd.range(self.keys.desired)
+        out = []
+        for kv in kvs:
+            if kv.key.endswith(b"/schedule"):
+                out.append((self.keys.parse_desired(kv.key)[0], kv.value, kv.mod_revision))
+        return out
+
+    async def create_missing(self, guid: str, schedule_rev: int, actuals: Iterable[ActualLRP]) -> bool:
+        """Create UNCLAIMED rows for missing indices in one transaction, only if the DesiredLRP's
+        schedule is unchanged since `schedule_rev` (not scaled, updated or deleted meanwhile)
+        and none of those ORDINARY rows exists; False (nothing written) otherwise."""
+        k, tx = self.keys, self.etcd.tx
+        txn = Txn()
+        txn.expect_rev(tx, k.schedule(guid), schedule_rev)
+        for lrp in actuals:
+            key = k.actual_lrp(guid, lrp.index, Presence.ORDINARY)
+            txn.expect_rev(tx, key, None)
+            txn.put(tx, key, lrp.to_json())
+        return await self.etcd.commit(txn)

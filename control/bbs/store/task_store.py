@@ -67,3 +67,21 @@ class TaskStore:
             if await self.etcd.commit(txn):
                 return before, after
         raise ResourceConflict(f"task {guid} is changing too fast; retry")
+
+    # ---- convergence (control/converger) ----------------------------------------------------
+    async def list_with_revisions(self) -> list[tuple[str, bytes, int]]:
+        """Every stored task as (task_guid from its key, JSON, mod_revision)."""
+        kvs, _ = await self.etcd.range(self.keys.tasks)
+        return [(kv.key[len(self.keys.tasks):].decode(), kv.value, kv.mod_revision) for kv in kvs]
+
+    async def replace_if_unchanged(self, guid: str, mod_revision: int, after: Task | None) -> bool:
+        """One transaction: write `after` (None: delete the task) only if the task key still has
+        `mod_revision`; False (nothing written) when it changed or vanished meanwhile."""
+        key = self.keys.task(guid)
+        txn = Txn()
+        txn.expect_rev(self.etcd.tx, key, mod_revision)
+        if after is None:
+            txn.delete(self.etcd.tx, key)
+        else:
+            txn.put(self.etcd.tx, key, after.to_json())
+        return await self.etcd.commit(txn)
