@@ -37,6 +37,7 @@ from .processes import orphans, spawn, stop_pid
 Progress = Callable[[str], None]
 BBS_COUNT = 2
 SINGLETON_COUNT = 2  # auctioneers and convergers: one active, one standby
+CONVERGENCE_INTERVAL = 5  # seconds; Diego's default is 30
 # The local cluster's coordination settings: fast failover on one machine. Consul's own default
 # minimum session TTL is 10 s; the cluster's Consul lowers it to 1 s (see consul.json).
 COORDINATION = {"backend": "consul", "lock_ttl": 3, "presence_ttl": 4, "lock_retry_interval": 0.2,
@@ -111,7 +112,7 @@ def up(directory: Path, progress: Progress, base_port: int = 0, python: str = sy
     if not 0 <= cells <= 99:
         raise ClusterError("--cells must be between 0 and 99")
     layout.make()
-    step = _Steps(progress, 7 if cells else 5)
+    step = _Steps(progress, 8 if cells else 6)
     procs: list[Process] = []
     net: CellNet | None = None
     records: list[CellRecord] = []
@@ -263,6 +264,12 @@ def _start_control_plane(layout: Layout, step: _Steps, progress: Progress, ports
     _start_singletons(layout, "auctioneer", "control.auctioneer", python, procs, progress, ports, host, ctx,
                       lambda n, listen: {**common, "listen_address": listen, "instance_name": f"auctioneer-{n}",
                                          "cell_state_timeout": 2, "work_timeout": 5})
+    step(f"starting {SINGLETON_COUNT} convergers (one active, the other standby)")
+    converger = {k: v for k, v in common.items() if k != "bbs_url"}
+    _start_singletons(layout, "converger", "control.converger", python, procs, progress, ports, host, ctx,
+                      lambda n, listen: {**converger, "listen_address": listen, "instance_name": f"converger-{n}",
+                                         # the local cluster converges faster than Diego's 30 s defaults
+                                         "interval": CONVERGENCE_INTERVAL, "stale_unclaimed": CONVERGENCE_INTERVAL})
     return {"bbs_url": bbs_url, "coordination": coordination, "consul_address": f"{host}:{consul_port}",
             "consul_local": f"127.0.0.1:{consul_port}", "etcd_endpoint": f"{host}:{etcd_port}",
             "etcd_local": f"127.0.0.1:{etcd_port}"}
