@@ -182,7 +182,7 @@ class _Scheduler:
         self.cells = cells
         self.weights = weights
         self.compat: dict[FilterKey, tuple[list[CellSnapshot], str | None, dict[str, list[CellSnapshot]]]] = {}
-        self.loads: dict[tuple[str, FilterKey], dict[str, int]] = {}
+        self.loads: dict[str, dict[FilterKey, dict[str, int]]] = {}  # guid -> filter key -> zone -> instances
         self.members: dict[FilterKey, set[int]] = {}  # id() of the compatible cells per key
 
     def _filtered(self, unit: Unit) -> tuple[FilterKey, list[CellSnapshot], str | None, dict[str, list[CellSnapshot]]]:
@@ -204,10 +204,11 @@ class _Scheduler:
         if unit.is_task:
             winner = _best(compatible, unit, self.weights)
             return winner if winner is not None else _insufficient(compatible, unit)
-        load = self.loads.get((unit.guid, key))
+        by_key = self.loads.setdefault(unit.guid, {})
+        load = by_key.get(key)
         if load is None:
             load = {z: sum(c.lrps.get(unit.guid, 0) for c in members) for z, members in zones.items()}
-            self.loads[(unit.guid, key)] = load
+            by_key[key] = load
         ordered = sorted(zones, key=lambda z: load[z])  # stable: input order breaks ties
         i = 0
         while i < len(ordered):
@@ -224,8 +225,8 @@ class _Scheduler:
     def commit(self, cell: CellSnapshot, unit: Unit) -> None:
         _commit(cell, unit)
         if not unit.is_task:
-            for (guid, key), load in self.loads.items():
-                if guid == unit.guid and id(cell) in self.members[key]:
+            for key, load in self.loads.get(unit.guid, {}).items():
+                if id(cell) in self.members[key]:
                     load[cell.zone] += 1
 
 
