@@ -3,7 +3,9 @@
 - Disk limit: when disk_mb > 0 the writable layer (overlay upper + work dirs) lives on a sparse
   ext4 image of disk_mb MiB, loop-mounted (`mount -o loop` sets autoclear, so unmounting frees the
   loop device). Measured on this kernel: XFS/ext4 project quotas are not built in; this is the
-  cheap option that works (~15 ms). Writes beyond the image fail with ENOSPC inside the container.
+  cheap option that works. The image is a sparse copy of an empty ext4 image made once per
+  size (`<depot>/disk-templates/<mb>.img`) rather than a new mkfs per container (~9 ms saved).
+  Writes beyond the image fail with ENOSPC inside the container.
 - Unprivileged containers: runc 1.1 has no idmapped mounts, so each base is copied once per uid
   mapping with every owner shifted by the mapping's host id (`stacks/<key>/rootfs`), and that
   copy is the shared read-only lower layer. Setuid/setgid bits are restored after the chown;
@@ -64,6 +66,27 @@ async def umount(path: Path, timeout: float) -> None:
         await run_cmd(["umount", str(path)], timeout=timeout)
 
 
+def sparse_copy(source: Path, target: Path) -> None:
+    """Copy a sparse file keeping its holes: only the data extents are read and written."""
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        size = os.fstat(src.fileno()).st_size
+        dst.truncate(size)
+        offset = 0
+        while offset < size:
+            try:
+                start = os.lseek(src.fileno(), offset, os.SEEK_DATA)
+            except OSError:  # ENXIO: only a hole is left
+                break
+            end = os.lseek(src.fileno(), start, os.SEEK_HOLE)
+            position = start
+            while position < end:
+                copied = os.copy_file_range(src.fileno(), dst.fileno(), end - position, position, position)
+                if copied == 0:
+                    break
+                position += copied
+            offset = end
+
+
 class RootfsManager:
     """Builds and tears down container root filesystems inside one depot."""
 
@@ -71,6 +94,7 @@ class RootfsManager:
         self._stacks = stacks_dir
         self._mapping = mapping
         self._timeout = timeout
+        self._template_locks: dict[int, asyncio.Lock] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def lower_dir(self, base: Path, privileged: bool) -> Path:
@@ -111,10 +135,8 @@ class RootfsManager:
         layer = bundle.layer_root(with_image)
         baseline = 0
         if with_image:
-            with open(bundle.image, "wb") as f:
-                f.truncate(disk_mb * 1024 * 1024)
-            await run_cmd(["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal",
-                           "-E", "lazy_itable_init=1,lazy_journal_init=1", str(bundle.image)], timeout=self._timeout)
+            template = await self._template(disk_mb)
+            await asyncio.to_thread(sparse_copy, template, bundle.image)
             bundle.disk.mkdir()
             # Undo steps go on the stack before the command: a cancellation can land after the
             # kernel mounted but before run_cmd returned.
@@ -133,6 +155,27 @@ class RootfsManager:
         undo.push("umount-rootfs", lambda: umount(bundle.rootfs, self._timeout))
         await run_cmd(["mount", "-t", "overlay", "overlay", "-o", options, str(bundle.rootfs)], timeout=self._timeout)
         return baseline
+
+    async def _template(self, disk_mb: int) -> Path:
+        """An empty ext4 image of disk_mb MiB, made once per size (mkfs takes ~9 ms, a sparse copy
+        of its ~300 KiB of metadata well under 1 ms). Kept next to the stacks, in the depot."""
+        path = self._stacks.parent / "disk-templates" / f"{disk_mb}.img"
+        if path.exists():
+            return path
+        async with self._template_locks.setdefault(disk_mb, asyncio.Lock()):
+            if path.exists():
+                return path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{disk_mb}.{uuid.uuid4().hex}.tmp")
+            try:
+                with open(tmp, "wb") as f:
+                    f.truncate(disk_mb * 1024 * 1024)
+                await run_cmd(["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal",
+                               "-E", "lazy_itable_init=1,lazy_journal_init=1", str(tmp)], timeout=self._timeout)
+                os.rename(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return path
 
     async def unmount(self, bundle: Bundle) -> None:
         """Idempotent inverse of mount(): rootfs first, then the loop-mounted image."""

@@ -6,8 +6,8 @@ semantics and messages are the healthcheck binary's:
 - TCP passes if a connection opens within the timeout;
 - HTTP passes only on status 200 to GET <path> within the timeout.
 
-HealthCheckStep: the startup phase runs every check (retrying after 25 ms, doubling up to
-unhealthy_monitoring_interval; see until_all_pass) until
+HealthCheckStep: the startup phase runs every check (every 10 ms for the first second, then
+backing off to unhealthy_monitoring_interval; see until_all_pass) until
 all have passed — failing with "Instance never healthy after <start timeout>: <error>" if
 start_timeout_ms (0 = no limit) runs out first; then it reports the container healthy (RUNNING)
 and the liveness phase probes each check every interval_ms (default healthy_monitoring_interval)
@@ -120,19 +120,21 @@ class StartupWatch:
         return StepFailed(NEVER_HEALTHY.format(go_duration(self.start_timeout), self.last_error))
 
 
-FIRST_RETRY = 0.025
+FIRST_RETRY = 0.01      # retry every 10 ms ...
+FAST_RETRIES_FOR = 1.0  # ... for the first second, then back off (doubling) to the interval
 
 
 async def until_all_pass(probes: list[Probe], ip: str, interval: float, watch: StartupWatch | None = None) -> None:
     """Probe until each probe has passed once (noting the last error in `watch`).
 
-    Retries start quickly (25 ms, doubling) and settle at `interval`: Diego waits a whole
+    Retries come every 10 ms for the first second, then back off (doubling) to `interval`: Diego waits a whole
     unhealthy_monitoring_interval (2 s) after a first failed probe, which is most of its
     start latency for an app that listens within milliseconds. Failure semantics (start
     timeout, messages) are unchanged; only early probes are more frequent.
     """
     pending = list(probes)
     delay = min(FIRST_RETRY, interval)
+    fast_until = time.monotonic() + FAST_RETRIES_FOR
     while True:
         results = await asyncio.gather(*(p(ip) for p in pending))
         failed = [(p, error) for p, error in zip(pending, results) if error is not None]
@@ -142,7 +144,8 @@ async def until_all_pass(probes: list[Probe], ip: str, interval: float, watch: S
             watch.last_error = failed[0][1]
         pending = [p for p, _ in failed]
         await asyncio.sleep(delay)
-        delay = min(delay * 2, interval)
+        if time.monotonic() >= fast_until:
+            delay = min(delay * 2, interval)
 
 
 async def until_one_fails(probes: list[Probe], ip: str) -> str:
