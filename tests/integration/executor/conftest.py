@@ -9,14 +9,13 @@ the runner is cancelled, and `cleanup_all` must leave nothing of the cell on the
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import itertools
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
@@ -27,6 +26,7 @@ from control.kit.clock import SystemClock
 from tests.integration.garden.helpers import assert_no_traces, backend_traces
 
 from .helpers import StackResolver
+from tests.slots import hold_slot
 
 EXECUTOR_TEST_ROOT = Path("/var/tmp/pydiego-executor-tests")
 FAST = {
@@ -50,27 +50,10 @@ def _sweep(root: Path) -> None:
             asyncio.run(cleanup_all(depot))
 
 
-def _take_slot() -> tuple[int, IO[str]]:
-    """A slot (flock) of names, subnets and ports, so several test runs can share the machine."""
-    EXECUTOR_TEST_ROOT.mkdir(parents=True, exist_ok=True)
-    for slot in range(SLOTS):
-        lock = open(EXECUTOR_TEST_ROOT / f"slot-{slot}.lock", "w")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            continue
-        return slot, lock
-    raise RuntimeError(f"all {SLOTS} executor test slots are taken by other test runs")
-
-
 @pytest.fixture(scope="session")
 def executor_slot() -> Iterator[int]:
-    slot, lock = _take_slot()
-    try:
+    with hold_slot(EXECUTOR_TEST_ROOT, SLOTS, "executor") as slot:
         yield slot
-    finally:
-        lock.close()
 
 
 @pytest.fixture(scope="session")

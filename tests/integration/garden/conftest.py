@@ -10,16 +10,15 @@ keeps to its names (tag `<slot><n>`), subnets (10.<243+slot>.<n>.0/24), host por
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import itertools
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
 
 from agents.garden import GardenConfig, RuncBackend, build_busybox_stack, cleanup_all
+from tests.slots import hold_slot
 
 GARDEN_TEST_ROOT = Path("/var/tmp/pydiego-garden-tests")
 SLOTS = 5
@@ -36,26 +35,10 @@ def _sweep(root: Path) -> None:
         asyncio.run(cleanup_all(depot))
 
 
-def _take_slot() -> tuple[int, IO[str]]:
-    GARDEN_TEST_ROOT.mkdir(parents=True, exist_ok=True)
-    for slot in range(SLOTS):
-        lock = open(GARDEN_TEST_ROOT / f"slot-{slot}.lock", "w")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            continue
-        return slot, lock
-    raise RuntimeError(f"all {SLOTS} garden test slots are taken by other test runs")
-
-
 @pytest.fixture(scope="session")
 def garden_slot() -> Iterator[int]:
-    slot, lock = _take_slot()
-    try:
+    with hold_slot(GARDEN_TEST_ROOT, SLOTS, "garden") as slot:
         yield slot
-    finally:
-        lock.close()
 
 
 @pytest.fixture(scope="session")

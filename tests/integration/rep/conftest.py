@@ -8,7 +8,6 @@ checks that for one rep at any point.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import itertools
 import os
 import shutil
@@ -19,7 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import pytest
@@ -30,6 +29,7 @@ from control.client.bbs_client import BBSClient
 from control.kit import tls
 from tests.integration.conftest import Certs, Daemon
 from tests.servers import EtcdServer, free_port
+from tests.slots import hold_slot
 
 ROOT = Path(__file__).resolve().parents[3]
 REP_TEST_ROOT = Path("/var/tmp/pydiego-rep-tests")
@@ -162,26 +162,10 @@ class World:
 SLOTS = 5  # concurrent test runs on one machine: each holds a slot (flock) and keeps to its names
 
 
-def _take_slot() -> tuple[int, IO[str]]:
-    REP_TEST_ROOT.mkdir(parents=True, exist_ok=True)
-    for slot in range(SLOTS):
-        lock = open(REP_TEST_ROOT / f"slot-{slot}.lock", "w")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            continue
-        return slot, lock
-    raise RuntimeError(f"all {SLOTS} rep test slots are taken by other test runs")
-
-
 @pytest.fixture(scope="session")
 def rep_slot() -> Iterator[int]:
-    slot, lock = _take_slot()
-    try:
+    with hold_slot(REP_TEST_ROOT, SLOTS, "rep") as slot:
         yield slot
-    finally:
-        lock.close()
 
 
 @pytest.fixture(scope="session")
@@ -255,7 +239,6 @@ def world(make_daemon: Any, etcd_server: EtcdServer, key_prefix: str, certs: Cer
         return rep
 
     def add_auctioneer(**overrides: Any) -> AuctioneerDaemon:
-        n = len(w.auctioneers)
         port = free_port()
         cfg: dict[str, Any] = {
             "listen_address": f"127.0.0.1:{port}", "bbs_url": bbs.url,
