@@ -1,28 +1,20 @@
-"""Entry of the auctioneer daemon: `pydiego auctioneer --config FILE`."""
+"""Entry of the auctioneer daemon: `pydiego auctioneer --config FILE` or
+`python -m control.auctioneer --config FILE`."""
 from __future__ import annotations
 
 import sys
 
-from control.kit import logging as klog
-from control.kit.config import ConfigError, load
-from control.kit.supervisor import run_process
+from control.kit.daemon import module_main, run_daemon
 
 from .config import AuctioneerConfig
 
 
 def run_auctioneer(config_path: str) -> int:
-    try:
-        cfg = load(AuctioneerConfig, config_path)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    klog.configure("auctioneer", cfg.log_level)
-    from .server import Auctioneer
-    return run_process(lambda: Auctioneer(cfg).run())
+    def main(cfg: AuctioneerConfig):  # type: ignore[no-untyped-def]
+        from .server import Auctioneer
+        return Auctioneer(cfg).run()
+    return run_daemon("auctioneer", AuctioneerConfig, config_path, main)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "--config":
-        print("usage: python -m control.auctioneer --config FILE", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(run_auctioneer(sys.argv[2]))
+    sys.exit(module_main("control.auctioneer", sys.argv, run_auctioneer))
