@@ -39,7 +39,7 @@ def stop_pid(pid: int, grace: float = 10.0) -> None:
             pass
 
 
-COMPONENT_MODULES = ("agents.rep", "control.bbs", "control.localcluster.keeper")
+COMPONENT_MODULES = ("agents.rep", "control.bbs", "control.auctioneer", "control.converger", "control.localcluster.keeper")
 
 
 def orphans(roots: list[Path]) -> list[tuple[int, str]]:

@@ -165,7 +165,7 @@ async def test_complete_of_a_pending_task_is_409(bbs: RunningBBS) -> None:
 
 # ---- reject ---------------------------------------------------------------------------------------
 
-async def test_reject_reauctions_until_max_task_retries_then_fails(bbs: RunningBBS, http: httpx.AsyncClient) -> None:
+async def test_reject_returns_to_pending_until_max_task_retries_then_fails(bbs: RunningBBS, http: httpx.AsyncClient) -> None:
     guid = await _desire(bbs)
     await bbs.client.start_task(guid, "cell-1")
     for count in (1, 2, 3):
@@ -174,14 +174,13 @@ async def test_reject_reauctions_until_max_task_retries_then_fails(bbs: RunningB
         task = resp.json()
         assert (task["state"], task["rejection_count"], task["rejection_reason"], task["cell_id"]) == \
             ("PENDING", count, f"no room {count}", "")
-        assert len(bbs.auctioneer.task_batches) == 1 + count
-        assert bbs.auctioneer.task_batches[-1][0].task_guid == guid
+        assert len(bbs.auctioneer.task_batches) == 1  # only the desire's: convergence re-auctions (§4.6)
     # the count before this rejection is 3 = max_task_retries: the task fails instead
     resp = await http.post(f"/v1/tasks/{guid}/reject", json={"error_message": "still no room"})
     task = resp.json()
     assert (task["state"], task["failed"], task["failure_reason"]) == ("COMPLETED", True, "still no room")
     assert task["rejection_count"] == 3
-    assert len(bbs.auctioneer.task_batches) == 4  # no more auctions
+    assert len(bbs.auctioneer.task_batches) == 1
     resp = await http.post(f"/v1/tasks/{guid}/reject", json={"error_message": "again"})
     assert resp.status_code == 409 and resp.json()["type"] == "InvalidStateTransition"
 

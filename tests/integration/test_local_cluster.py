@@ -34,20 +34,24 @@ def test_cluster_lifecycle_and_operator_verbs(tmp_path: Path) -> None:
     d = str(tmp_path / "cluster")
     try:
         up = pydiego("cluster", "up", "--dir", d)
-        assert "[4/4] starting 2 BBS processes" in up.stderr and "bbs-0 active" in up.stderr  # progress is shown
+        assert "[4/6] starting 2 BBS processes" in up.stderr and "bbs-0 active" in up.stderr  # progress is shown
+        assert "auctioneer-0 active" in up.stderr and "converger-0 active" in up.stderr
         status = json.loads(pydiego("cluster", "status", "--dir", d, "--json").stdout)
         assert status["running"] is True
         for key in ("bbs_url", "ca_cert", "client_cert", "client_key"):
             assert status[key], key
         components = sorted(p["component"] for p in status["processes"])
-        assert components == ["bbs", "bbs", "consul", "etcd"]
+        assert components == ["auctioneer", "auctioneer", "bbs", "bbs", "consul", "converger", "converger", "etcd"]
         assert all(p["pid"] and p["address"] for p in status["processes"])
         bbses = [p for p in status["processes"] if p["component"] == "bbs"]
         assert [p["active"] for p in bbses].count(True) == 1  # one active, one standby
         active = next(p for p in bbses if p["active"])
         assert status["bbs_url"] == active["address"]
         locks = json.loads(pydiego("locks", "--json", "--dir", d).stdout)
-        assert [(x["name"], x["owner"]) for x in locks] == [("bbs", active["name"])]
+        holders = {p["component"]: p["name"] for p in status["processes"] if p["active"] and p["component"] != "bbs"
+                   and p["component"] in ("auctioneer", "converger")}
+        assert sorted((x["name"], x["owner"]) for x in locks) == sorted(
+            [("auctioneer", holders["auctioneer"]), ("bbs", active["name"]), ("converger", holders["converger"])])
 
         # the generated certificates give mutual TLS
         ctx = tls.client_context(status["ca_cert"], status["client_cert"], status["client_key"])

@@ -31,8 +31,8 @@ LRP = """
 process_guid: {guid}
 domain: cells-test
 rootfs: preloaded:busybox
-instances: 2
-memory_mb: 32
+instances: {instances}
+memory_mb: {memory_mb}
 disk_mb: 32
 ports: [8080]
 action:
@@ -95,7 +95,7 @@ def wait_for(check: Any, timeout: float, what: str) -> Any:
 
 def up(directory: Path, cells: int = 2) -> dict[str, Any]:
     proc = pydiego("cluster", "up", "--cells", str(cells), "--dir", str(directory))
-    assert f"[6/6] starting {cells} cell(s)" in proc.stderr and f"cell-{cells} ready at" in proc.stderr  # progress
+    assert f"[8/8] starting {cells} cell(s)" in proc.stderr and f"cell-{cells} ready at" in proc.stderr  # progress
     return json.loads(pydiego("cluster", "status", "--dir", str(directory), "--json").stdout)
 
 
@@ -144,18 +144,20 @@ def test_two_cells_serve_from_their_own_namespaces_and_down_removes_everything(t
     assert "no cluster" in again.stderr
 
 
-def start_instances(d: Path, ctx: Any, guid: str, placement: dict[int, str]) -> list[dict[str, Any]]:
-    """Post each index to its cell's /work, as the auctioneer would, and wait until all run."""
-    for index, rep_url in placement.items():
-        work = {"cell_id": "", "lrps": [{"process_guid": guid, "index": index, "domain": "cells-test",
-                                         "rootfs": "preloaded:busybox", "resource": {"memory_mb": 32, "disk_mb": 32}}]}
-        resp = httpx.post(f"{rep_url}/work", json=work, verify=ctx, timeout=10)
-        assert resp.status_code == 200 and resp.json()["lrps"] == [], resp.text
+def desire(d: Path, guid: str, instances: int = 2, memory_mb: int = 32) -> None:
+    (d / f"{guid}.yml").write_text(LRP.format(guid=guid, instances=instances, memory_mb=memory_mb))
+    pydiego("domains", "upsert", "cells-test", "--dir", str(d))
+    pydiego("desire", str(d / f"{guid}.yml"), "--dir", str(d))
+
+
+def start_instances(d: Path, guid: str, instances: int) -> list[dict[str, Any]]:
+    """Desire the LRP (the auctioneer places it) and wait until every instance runs."""
+    desire(d, guid, instances)
 
     def running() -> list[dict[str, Any]] | None:
         rows = json.loads(pydiego("actual-lrps", "--process-guid", guid, "--json", "--dir", str(d)).stdout)
-        rows = [r for r in rows if r["index"] in placement]
-        return rows if len(rows) == len(placement) and all(r["state"] == "RUNNING" for r in rows) else None
+        rows = [r for r in rows if r["presence"] == "ORDINARY"]
+        return rows if len(rows) == instances and all(r["state"] == "RUNNING" for r in rows) else None
     try:
         rows = wait_for(running, 30, "the instances RUNNING")
     except AssertionError:
@@ -167,16 +169,11 @@ def start_instances(d: Path, ctx: Any, guid: str, placement: dict[int, str]) -> 
 
 
 def run_instances_and_read_logs(d: Path, status: dict[str, Any], ctx: Any, cells: list[dict[str, Any]]) -> None:
-    """One instance on each cell (posted as the auctioneer would), both on the same host port
-    of their own cell; `pydiego logs` reads them through the cells' rep_url."""
+    """One instance on each cell (the auctioneer spreads an LRP's instances), both on the same
+    host port of their own cell; `pydiego logs` reads them through the cells' rep_url."""
     guid = "cells-web"
-    lrp = d / "lrp.yml"
-    lrp.write_text(LRP.format(guid=guid))
-    pydiego("domains", "upsert", "cells-test", "--dir", str(d))
-    pydiego("desire", str(lrp), "--dir", str(d))
-    rep_url = {c["cell_id"]: c["rep_url"] for c in cells}
-    rows = start_instances(d, ctx, guid, {0: rep_url["cell-1"], 1: rep_url["cell-2"]})
-    assert [r["cell_id"] for r in rows] == ["cell-1", "cell-2"]
+    rows = start_instances(d, guid, 2)
+    assert sorted(r["cell_id"] for r in rows) == ["cell-1", "cell-2"]
     assert rows[0]["ports"][0]["host_port"] == rows[1]["ports"][0]["host_port"]  # separate machines' ports
     for r in rows:  # each reachable from the host at its cell's address
         body = httpx.get(f"http://{r['address']}:{r['ports'][0]['host_port']}/", timeout=5).text
@@ -208,8 +205,8 @@ def run_instances_and_read_logs(d: Path, status: dict[str, Any], ctx: Any, cells
     assert unknown_index.returncode == 1 and "no instance at index 5" in unknown_index.stderr
     unknown = pydiego("logs", "nope", "--dir", str(d), check=False)
     assert unknown.returncode == 1 and "ResourceNotFound" in unknown.stderr
-    pydiego("scale", guid, "3", "--dir", str(d))  # index 2 stays UNCLAIMED: there is no auctioneer yet
-    no_cell = pydiego("logs", guid, "--index", "2", "--dir", str(d), check=False)
+    desire(d, "too-big", 1, memory_mb=10_000_000)  # fits no cell: stays UNCLAIMED with a placement error
+    no_cell = pydiego("logs", "too-big", "--index", "0", "--dir", str(d), check=False)
     assert no_cell.returncode == 1 and "has no cell" in no_cell.stderr
 
 
@@ -220,11 +217,7 @@ def test_down_after_sigkilled_reps_and_a_lost_state_file(tmp_path: Path) -> None
     status = up(d)
     assert status["network"]["cells_root"] == str(d / "cells")
     try:
-        ctx = tls.client_context(status["ca_cert"], status["client_cert"], status["client_key"])
-        (d / "lrp.yml").write_text(LRP.format(guid="orphan"))
-        pydiego("domains", "upsert", "cells-test", "--dir", str(d))
-        pydiego("desire", str(d / "lrp.yml"), "--dir", str(d))
-        start_instances(d, ctx, "orphan", {0: status["cells"][1]["rep_url"]})  # a container, with its mounts
+        start_instances(d, "orphan", 2)  # containers, with their mounts
         os.kill(status["keeper_pid"], signal.SIGKILL)
         for p in status["processes"]:
             if p["component"] == "rep":
@@ -244,10 +237,7 @@ def test_a_killed_rep_is_restarted_in_its_namespace_and_readopts_its_container()
     status = up(d, cells=1)
     try:
         ctx = tls.client_context(status["ca_cert"], status["client_cert"], status["client_key"])
-        (d / "lrp.yml").write_text(LRP.format(guid="survivor"))
-        pydiego("domains", "upsert", "cells-test", "--dir", str(d))
-        pydiego("desire", str(d / "lrp.yml"), "--dir", str(d))
-        before = start_instances(d, ctx, "survivor", {0: status["cells"][0]["rep_url"]})[0]
+        before = start_instances(d, "survivor", 1)[0]
         rep = next(p for p in status["processes"] if p["component"] == "rep")
         os.kill(rep["pid"], signal.SIGKILL)
 
@@ -261,7 +251,7 @@ def test_a_killed_rep_is_restarted_in_its_namespace_and_readopts_its_container()
             except httpx.HTTPError:
                 return False
             return [x["instance_guid"] for x in state["lrps"] if x["state"] == "RUNNING"] == [before["instance_guid"]]
-        wait_for(back, 15, "the restarted rep re-adopting its container")
+        wait_for(back, 30, "the restarted rep re-adopting its container")
         assert netns_inode(next(p for p in json.loads(pydiego("cluster", "status", "--dir", str(d), "--json").stdout)
                                 ["processes"] if p["component"] == "rep")["pid"]) == os.stat(
             f"/run/netns/{status['cells'][0]['netns']}").st_ino

@@ -120,7 +120,9 @@ class TaskController:
         return after
 
     async def reject(self, guid: str, reason: str) -> Task:
-        """Back to PENDING for another auction, or failed after `max_retries` rejections."""
+        """Back to PENDING, or failed after `max_retries` rejections. No auction request here: task
+        convergence re-auctions PENDING tasks (reference §4.6), so a cell-less cluster does not
+        burn a task's retries in milliseconds."""
         now = self.clock.now_ns()
 
         def decide(task: Task) -> Task:
@@ -133,9 +135,7 @@ class TaskController:
                 "rejection_reason": truncate(reason), "updated_at": now})
         _, after = await self.store.update(guid, decide)
         assert after is not None
-        if after.state is T.PENDING:
-            await self.auctioneer.request_task_auctions([task_start_request(after)])
-        else:
+        if after.state is not T.PENDING:
             self.on_completed(after)
         return after
 
