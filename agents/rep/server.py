@@ -24,9 +24,8 @@ from control.coordination.factory import build as build_coordinator
 from control.coordination.members import PresenceMember
 from control.kit.clock import Clock, SystemClock
 from control.kit.etcd import Etcd
-from control.kit.http_server import APIServer, ServerTLS
+from control.kit.http_server import APIServer
 from control.kit.supervisor import Runner, run_members
-from control.kit.tls import client_context
 from control.models.cell import CellCapacity, CellPresence, Provider
 
 from agents.executor.executor import Executor
@@ -50,7 +49,7 @@ class Rep:
         self.images = ImageStore(cfg.image_cache_dir, cfg.stacks, insecure_registries=cfg.insecure_registries)
         executor_cfg = cfg.executor.model_copy(update={"external_ip": cfg.external_ip})
         self.executor = Executor(executor_cfg, self.backend, self.images, self.clock)
-        tls = client_context(cfg.ca_cert, cfg.client_cert, cfg.client_key) if cfg.ca_cert else None
+        tls = cfg.client_tls()
         coordination = cfg.coordination
         self.bbs = BBSClient(cfg.bbs_url, tls=tls, locate=LockLocator(coordination))
         self.harmonizer = Harmonizer(self.bbs, self.executor, cfg.cell_id, cfg.polling_interval.total_seconds(),
@@ -60,10 +59,8 @@ class Rep:
         self.cell = CellRep(self.executor, cfg.cell_id, cfg.url, cfg.zone, self.images.providers, self.images.offers,
                             evacuating=lambda: self.evacuator.evacuating, placement_tags=cfg.placement_tags,
                             optional_placement_tags=cfg.optional_placement_tags)
-        server_tls = None if cfg.plain_http else ServerTLS(cfg.ca_cert, cfg.server_cert, cfg.server_key,
-                                                           cfg.require_client_cert)
         self.api = APIServer(create_cell_app(self.cell, self.executor, cfg.max_request_bytes, self._metrics),
-                             cfg.host, cfg.port, server_tls)
+                             cfg.host, cfg.port, cfg.server_tls())
         admin_host, _, admin_port = cfg.admin_listen_address.rpartition(":")
         self.admin = APIServer(create_admin_app(self.evacuator.start), admin_host, int(admin_port), None)
         self._etcd = Etcd(coordination.etcd_endpoints) if coordination.backend == "etcd" else None

@@ -3,23 +3,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 
 from control.coordination.base import CoordinationConfig
+from control.kit.service_config import ServiceConfig
 
 
-class AuctioneerConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class AuctioneerConfig(ServiceConfig):
     listen_address: str = Field("127.0.0.1:9016", description="host:port of the API (HTTPS unless plain_http)")
-    advertise_url: str = Field("", description="URL the BBS and converger use; derived from listen_address when empty")
-    plain_http: bool = Field(False, description="serve plain HTTP without TLS: loopback development only")
-    ca_cert: str = Field("", description="cluster CA: verifies clients, the BBS and the reps")
-    server_cert: str = Field("", description="this auctioneer's server certificate")
-    server_key: str = Field("", description="key of server_cert")
-    require_client_cert: bool = Field(True, description="mutual TLS on the API")
-    client_cert: str = Field("", description="certificate presented to the BBS and the reps")
-    client_key: str = Field("", description="key of client_cert")
     bbs_url: str = Field("https://127.0.0.1:8889", description="BBS URL; the active BBS is also found through its lock")
     etcd_endpoints: list[str] = Field(["127.0.0.1:2379"], description="etcd (fencing tokens, and the etcd coordination backend)")
     key_prefix: str = Field("/pydiego/v1", description="prefix of the cluster's keys in etcd")
@@ -34,25 +25,7 @@ class AuctioneerConfig(BaseModel):
     log_level: str = Field("info", description="debug, info, warning or error")
     instance_name: str = Field("", description="this auctioneer's name in its lock value (default auctioneer-<host>-<pid>)")
 
-    @model_validator(mode="after")
-    def _tls(self) -> "AuctioneerConfig":
-        if not self.plain_http and not (self.ca_cert and self.server_cert and self.server_key):
-            raise ValueError("ca_cert, server_cert and server_key are required unless plain_http is true")
-        return self
-
     @property
     def coordination_config(self) -> CoordinationConfig:
         return self.coordination.model_copy(update={"key_prefix": self.key_prefix,
                                                     "etcd_endpoints": self.etcd_endpoints})
-
-    @property
-    def host(self) -> str:
-        return self.listen_address.rsplit(":", 1)[0]
-
-    @property
-    def port(self) -> int:
-        return int(self.listen_address.rsplit(":", 1)[1])
-
-    @property
-    def url(self) -> str:
-        return self.advertise_url or f"{'http' if self.plain_http else 'https'}://{self.listen_address}"

@@ -15,9 +15,8 @@ from control.client.locator import LockLocator
 from control.coordination.factory import build as build_coordinator
 from control.coordination.members import LockMember, lock_value
 from control.kit.etcd import Etcd
-from control.kit.http_server import APIServer, ServerTLS
+from control.kit.http_server import APIServer
 from control.kit.supervisor import Runner, run_members
-from control.kit.tls import client_context
 from control.models.cell import CellPresence
 
 from .api import create_app
@@ -37,17 +36,15 @@ class Auctioneer:
         self.name = cfg.instance_name or f"auctioneer-{socket.gethostname()}-{os.getpid()}"
         self.lock = LockMember(self.coordinator, "auctioneer", lock_value(self.name, cfg.url), self.etcd,
                                cfg.key_prefix)
-        tls = client_context(cfg.ca_cert, cfg.client_cert, cfg.client_key) if cfg.ca_cert else None
+        tls = cfg.client_tls()
         self.bbs = BBSClient(cfg.bbs_url, tls=tls, locate=LockLocator(cfg.coordination_config))
         self.cells = HTTPCellClient(tls, cfg.cell_state_timeout.total_seconds(), cfg.work_timeout.total_seconds())
         self.batch = Batch(cfg.max_batch)
         self.runner = AuctionRunner(self.batch, self.list_cells, self.cells, self.bbs, Settings(
             state_timeout=cfg.cell_state_timeout.total_seconds(), bin_pack_weight=cfg.bin_pack_first_fit_weight,
             starting_weight=cfg.starting_container_weight, max_in_flight=cfg.starting_container_count_maximum))
-        server_tls = None if cfg.plain_http else ServerTLS(cfg.ca_cert, cfg.server_cert, cfg.server_key,
-                                                           cfg.require_client_cert)
         self.api = APIServer(create_app(self.batch, cfg.max_request_bytes, self._metrics), cfg.host, cfg.port,
-                             server_tls)
+                             cfg.server_tls())
 
     async def list_cells(self) -> list[CellPresence]:
         out = []

@@ -3,25 +3,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 
 from control.coordination.base import CoordinationConfig
+from control.kit.service_config import ServiceConfig
 
 
-class BBSConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class BBSConfig(ServiceConfig):
     listen_address: str = Field("127.0.0.1:8889", description="host:port of the API (HTTPS unless plain_http)")
-    advertise_url: str = Field("", description="URL other processes use to reach this BBS; derived from listen_address when empty")
     etcd_endpoints: list[str] = Field(["127.0.0.1:2379"], description="etcd client endpoints (host:port)")
     key_prefix: str = Field("/pydiego/v1", description="prefix of every key the BBS writes in etcd")
-    plain_http: bool = Field(False, description="serve plain HTTP without TLS: loopback development only")
-    ca_cert: str = Field("", description="CA that signs client certificates (and peers' server certificates)")
-    server_cert: str = Field("", description="this BBS's server certificate")
-    server_key: str = Field("", description="key of server_cert")
-    require_client_cert: bool = Field(True, description="mutual TLS: refuse clients without a certificate signed by ca_cert")
-    client_cert: str = Field("", description="certificate the BBS presents to reps and the auctioneer")
-    client_key: str = Field("", description="key of client_cert")
     auctioneer_url: str = Field("", description=(
         "fixed auctioneer base URL; empty = the holder of the `auctioneer` lock (requests with no holder "
         "are logged and dropped; convergence re-sends them)"))
@@ -37,25 +28,7 @@ class BBSConfig(BaseModel):
         "are always the BBS's own"))
     instance_name: str = Field("", description="this BBS's name in its lock value (default bbs-<host>-<pid>)")
 
-    @model_validator(mode="after")
-    def _tls(self) -> "BBSConfig":
-        if not self.plain_http and not (self.ca_cert and self.server_cert and self.server_key):
-            raise ValueError("ca_cert, server_cert and server_key are required unless plain_http is true")
-        return self
-
     @property
     def coordination_config(self) -> CoordinationConfig:
         return self.coordination.model_copy(update={"key_prefix": self.key_prefix,
                                                     "etcd_endpoints": self.etcd_endpoints})
-
-    @property
-    def host(self) -> str:
-        return self.listen_address.rsplit(":", 1)[0]
-
-    @property
-    def port(self) -> int:
-        return int(self.listen_address.rsplit(":", 1)[1])
-
-    @property
-    def url(self) -> str:
-        return self.advertise_url or f"{'http' if self.plain_http else 'https'}://{self.listen_address}"

@@ -16,8 +16,7 @@ from control.coordination.members import LockMember, lock_value
 from control.kit.clock import Clock, SystemClock, new_guid
 from control.kit.etcd import Etcd
 from control.kit.supervisor import Runner, run_members
-from control.kit.http_server import APIServer, ServerTLS
-from control.kit.tls import client_context
+from control.kit.http_server import APIServer
 
 from .api.app import create_app
 from .api.deps import Services
@@ -78,7 +77,7 @@ class BBS:
         self.clock = clock or SystemClock()
         self.keys = Keys(cfg.key_prefix)
         self.etcd = Etcd(cfg.etcd_endpoints, timeout_s=cfg.etcd_timeout.total_seconds())
-        peer_tls = client_context(cfg.ca_cert, cfg.client_cert, cfg.client_key) if cfg.ca_cert else None
+        peer_tls = cfg.client_tls()
         self.coordinator = coordinator or build_coordinator(cfg.coordination_config, self.etcd)
         if auctioneer is None:
             auctioneer = (HTTPAuctioneer(cfg.auctioneer_url, peer_tls) if cfg.auctioneer_url
@@ -99,8 +98,7 @@ class BBS:
         services = Services(lrps=self.lrps, tasks=self.tasks, domains=self.domains, cells=self.cells,
                             hub=self.hub, clock=self.clock)
         self.asgi, self.app = create_app(services, cfg.max_request_bytes)
-        tls = None if cfg.plain_http else ServerTLS(cfg.ca_cert, cfg.server_cert, cfg.server_key, cfg.require_client_cert)
-        self.api = APIServer(self.asgi, cfg.host, cfg.port, tls, before_drain=self.hub.close_all)
+        self.api = APIServer(self.asgi, cfg.host, cfg.port, cfg.server_tls(), before_drain=self.hub.close_all)
 
     def members(self) -> list[tuple[str, Runner]]:
         return [("warmup", Warmup(self.asgi)), ("etcd", EtcdConnection(self.etcd)), ("lock", self.lock), ("events", self.hub),
