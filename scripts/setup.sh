@@ -12,7 +12,7 @@ SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 need_apt=()
 for pair in etcd:etcd-server runc:runc haproxy:haproxy ssh:openssh-client sshd:openssh-server \
             ip:iproute2 bridge:iproute2 iptables:iptables busybox:busybox-static mkfs.ext4:e2fsprogs \
-            losetup:mount docker-registry:docker-registry skopeo:skopeo umoci:umoci; do
+            losetup:mount docker-registry:docker-registry skopeo:skopeo umoci:umoci curl:curl nsenter:util-linux; do
   bin=${pair%%:*}; pkg=${pair#*:}
   if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ] && [ ! -x "/sbin/$bin" ] && [ ! -x "/bin/$bin" ]; then
     case " ${need_apt[*]} " in *" $pkg "*) ;; *) need_apt+=("$pkg") ;; esac
