@@ -81,6 +81,7 @@ class SimulatedCells:
         self.lrps: dict[str, list[dict[str, Any]]] = {cid: [] for cid in self.free}
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
+        self.handlers: set[asyncio.Task[None]] = set()
 
     def state(self, cid: str) -> bytes:
         mem, disk, cont = self.free[cid]
@@ -105,6 +106,9 @@ class SimulatedCells:
         return json.dumps({"cell_id": cid, "lrps": [], "tasks": []}).encode()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)
         try:
             while True:
                 head = (await reader.readuntil(b"\r\n\r\n")).decode()
@@ -116,10 +120,19 @@ class SimulatedCells:
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
                              % (len(payload), payload))
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
         finally:
             writer.close()
+            self.handlers.discard(task)
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for task in list(self.handlers):
+            task.cancel()
+        if self.handlers:
+            await asyncio.wait(list(self.handlers))
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0, backlog=4096)
@@ -168,8 +181,7 @@ async def _round(cells: int, instances: int) -> dict[str, Any]:
                 "per_s": round(placed / result.seconds), "failed": len(result.failed)}
     finally:
         await client.aclose()
-        assert sim.server is not None
-        sim.server.close()
+        await sim.stop()
 
 
 def bench_round(sizes: list[tuple[int, int]]) -> list[dict[str, Any]]:

@@ -65,10 +65,17 @@ class FetchedCell:
     state: CellState
 
 
+MAX_IN_FLIGHT = 64  # concurrent requests to cells: httpx's pool scans every connection per request
+
+
 async def fetch_states(client: CellClient, cells: list[CellPresence], timeout: float) -> list[FetchedCell]:
+    """Every cell's state, at most MAX_IN_FLIGHT at a time; each fetch has its own timeout."""
+    gate = asyncio.Semaphore(MAX_IN_FLIGHT)
+
     async def one(cell: CellPresence) -> FetchedCell | None:
         try:
-            state = await asyncio.wait_for(client.state(cell), timeout)
+            async with gate:
+                state = await asyncio.wait_for(client.state(cell), timeout)
         except (httpx.HTTPError, ValidationError, ValueError, asyncio.TimeoutError, OSError) as exc:
             log.warning("cell-state-failed", cell_id=cell.cell_id, error=repr(exc)[:300])
             return None

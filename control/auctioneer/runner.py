@@ -22,7 +22,7 @@ from control.models.cell import CellPresence
 from control.models.rep import LRPWork, TaskWork, Work
 
 from .batch import Batch
-from .cells import CellClient, FetchedCell, fetch_states, index_zones, snapshot
+from .cells import MAX_IN_FLIGHT, CellClient, FetchedCell, fetch_states, index_zones, snapshot
 from .placement import ERR_NO_CELLS, Failure, Unit, schedule
 
 log = structlog.get_logger("auctioneer")
@@ -141,9 +141,12 @@ class AuctionRunner:
         return RoundResult(placed=len(outcome.placed) - len(refused), failed=failures, cells=len(fetched))
 
     async def _commit(self, cells: dict[str, CellPresence], works: dict[str, Work]) -> list[tuple[str, int, str]]:
+        gate = asyncio.Semaphore(MAX_IN_FLIGHT)
+
         async def post(cell_id: str, work: Work) -> list[tuple[str, int, str]]:
             try:
-                failed = await self.client.perform(cells[cell_id], work)
+                async with gate:
+                    failed = await self.client.perform(cells[cell_id], work)
             except Exception as exc:  # unknown outcome: convergence re-sends (reference §4.7)
                 log.warning("work-post-failed", cell_id=cell_id, lrps=len(work.lrps), tasks=len(work.tasks),
                             error=repr(exc)[:300])
