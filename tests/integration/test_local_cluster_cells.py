@@ -94,9 +94,14 @@ def wait_for(check: Any, timeout: float, what: str) -> Any:
 
 
 def up(directory: Path, cells: int = 2) -> dict[str, Any]:
-    proc = pydiego("cluster", "up", "--cells", str(cells), "--dir", str(directory))
-    assert f"[8/8] starting {cells} cell(s)" in proc.stderr and f"cell-{cells} ready at" in proc.stderr  # progress
-    return json.loads(pydiego("cluster", "status", "--dir", str(directory), "--json").stdout)
+    """Start a cluster; if anything about its start-up is wrong, take it down before failing."""
+    try:
+        proc = pydiego("cluster", "up", "--cells", str(cells), "--dir", str(directory))
+        assert f"[8/8] starting {cells} cell(s)" in proc.stderr and f"cell-{cells} ready at" in proc.stderr  # progress
+        return json.loads(pydiego("cluster", "status", "--dir", str(directory), "--json").stdout)  # type: ignore[no-any-return]
+    except BaseException:
+        pydiego("cluster", "down", "--dir", str(directory), check=False)
+        raise
 
 
 def netns_inode(pid: int) -> int:
