@@ -3,6 +3,7 @@ again and the event stream resumes without the BBS restarting."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -30,7 +31,13 @@ def test_bbs_rides_out_an_etcd_restart(tmp_path: Path, certs) -> None:  # type: 
             assert client.post("/v1/desired_lrps", json=desired_lrp()).status_code == 503
             assert daemon.proc is not None and daemon.proc.poll() is None  # still serving
             etcd.start()  # same ports, same data
-            assert [d["process_guid"] for d in client.get("/v1/desired_lrps").json()] == ["before"]
+            deadline = time.monotonic() + 15  # the client reconnects by itself; until then: 503, never a crash
+            listed = client.get("/v1/desired_lrps")
+            while listed.status_code == 503 and time.monotonic() < deadline:
+                time.sleep(0.1)
+                listed = client.get("/v1/desired_lrps")
+            assert listed.status_code == 200, listed.text
+            assert [d["process_guid"] for d in listed.json()] == ["before"]
 
             events: list[str] = []
             subscribed = threading.Event()
