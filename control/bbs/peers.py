@@ -107,15 +107,25 @@ class LocatingAuctioneer(HTTPAuctioneer):
 
 
 class HTTPRepClient:
+    """Stop and cancel calls to reps, over one connection pool (a TLS handshake per call made
+    removing an LRP with hundreds of instances take seconds)."""
+
     def __init__(self, tls: ssl.SSLContext | None, timeout_s: float = 10.0) -> None:
         self._tls = tls
         self._timeout = timeout_s
+        self._client: httpx.AsyncClient | None = None
 
     async def _post(self, cell: CellPresence, path: str) -> None:
         base = (cell.rep_url or f"http://{cell.rep_address}").rstrip("/")
-        async with httpx.AsyncClient(verify=self._tls or True, timeout=self._timeout) as client:
-            resp = await client.post(base + path)
-            resp.raise_for_status()
+        if self._client is None:
+            self._client = httpx.AsyncClient(verify=self._tls or True, timeout=self._timeout)
+        resp = await self._client.post(base + path)
+        resp.raise_for_status()
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
     async def stop_lrp_instance(self, cell: CellPresence, process_guid: str, instance_guid: str) -> None:
         await self._post(cell, f"/v1/lrps/{process_guid}/instances/{instance_guid}/stop")

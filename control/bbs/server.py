@@ -85,7 +85,8 @@ class BBS:
         self.name = cfg.instance_name or f"bbs-{socket.gethostname()}-{os.getpid()}"
         self.lock = LockMember(self.coordinator, "bbs", lock_value(self.name, cfg.url), self.etcd, cfg.key_prefix)
         self.cells = PresenceCellDirectory(self.coordinator)
-        reps = reps or HTTPRepClient(peer_tls)
+        self._owned_reps = HTTPRepClient(peer_tls) if reps is None else None
+        reps = reps or self._owned_reps
         self.lrps = LRPController(LRPStore(self.etcd, self.keys), auctioneer, reps, self.cells, self.clock, new_guid)
         self.callbacks: CallbackWorker
         self.tasks = TaskController(TaskStore(self.etcd, self.keys), auctioneer, reps, self.cells, self.clock,
@@ -106,4 +107,8 @@ class BBS:
 
     async def run(self) -> None:
         log.info("bbs-starting", listen=self.cfg.listen_address, etcd=self.cfg.etcd_endpoints)
-        await run_members(self.members())
+        try:
+            await run_members(self.members())
+        finally:
+            if self._owned_reps is not None:
+                await self._owned_reps.aclose()

@@ -42,6 +42,9 @@ def start_request(sched: SchedulingInfo, indices: list[int]) -> LRPStartRequest:
         rootfs=sched.rootfs, placement_tags=sched.placement_tags, volume_drivers=sched.volume_placement)
 
 
+STOP_CONCURRENCY = 32
+
+
 class LRPController:
     def __init__(self, store: LRPStore, auctioneer: AuctioneerClient, reps: RepClient,
                  cells: CellDirectory, clock: Clock, new_guid: Callable[[], str]) -> None:
@@ -98,10 +101,14 @@ class LRPController:
 
     async def remove(self, guid: str) -> DesiredLRP:
         desired = await self.store.delete_desired(guid)
-        for rows in (await self.store.indices(guid)).values():
-            if Presence.ORDINARY in rows:
-                await self._stop_or_delete(rows[Presence.ORDINARY])
-        log.info("desired-lrp-removed", process_guid=guid)
+        gate = asyncio.Semaphore(STOP_CONCURRENCY)  # one LRP may have thousands of instances
+
+        async def stop(lrp: ActualLRP) -> None:
+            async with gate:
+                await self._stop_or_delete(lrp)
+        rows = [r[Presence.ORDINARY] for r in (await self.store.indices(guid)).values() if Presence.ORDINARY in r]
+        await asyncio.gather(*(stop(lrp) for lrp in rows))
+        log.info("desired-lrp-removed", process_guid=guid, instances=len(rows))
         return desired
 
     async def _stop_or_delete(self, lrp: ActualLRP) -> None:
