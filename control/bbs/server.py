@@ -14,7 +14,7 @@ from control.coordination.base import Coordinator
 from control.coordination.factory import build as build_coordinator
 from control.coordination.members import LockMember, lock_value
 from control.kit.clock import Clock, SystemClock, new_guid
-from control.kit.etcd import Etcd
+from control.kit.etcd import Etcd, EtcdConnection
 from control.kit.supervisor import Runner, run_members
 from control.kit.http_server import APIServer
 
@@ -52,19 +52,6 @@ class Warmup:
             await client.post("/v1/desired_lrps", content=b"{}")  # validation path, 422, nothing written
         ready.set()
         await asyncio.Event().wait()
-
-
-class EtcdConnection:
-    def __init__(self, etcd: Etcd) -> None:
-        self.etcd = etcd
-
-    async def run(self, ready: asyncio.Event) -> None:
-        await self.etcd.connect()
-        ready.set()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await self.etcd.close()
 
 
 class BBS:

@@ -5,7 +5,6 @@ the process exits when the lock is lost.
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 
@@ -24,7 +23,7 @@ from control.coordination.base import Coordinator
 from control.coordination.factory import build as build_coordinator
 from control.coordination.members import LockMember, lock_value
 from control.kit.clock import Clock, SystemClock, new_guid
-from control.kit.etcd import Etcd
+from control.kit.etcd import Etcd, EtcdConnection
 from control.kit.http_server import APIServer, ServerTLS
 from control.kit.supervisor import Runner, run_members
 from control.kit.tls import client_context
@@ -36,19 +35,6 @@ from .loop import ConvergenceLoop
 from .metrics import ConvergerMetrics
 
 log = structlog.get_logger("converger")
-
-
-class EtcdConnection:
-    def __init__(self, etcd: Etcd) -> None:
-        self.etcd = etcd
-
-    async def run(self, ready: asyncio.Event) -> None:
-        await self.etcd.connect()
-        ready.set()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await self.etcd.close()
 
 
 class ConvergerProcess:

@@ -259,3 +259,18 @@ def _change(event: Any) -> Change:
     prev = event.prev_kv.value if event.prev_kv is not None and event.prev_kv.create_revision else None
     return Change(key=event.kv.key, value=None if event.kind == "DELETE" else event.kv.value,
                   prev=prev, revision=event.kv.mod_revision)
+
+
+class EtcdConnection:
+    """An Etcd connection as a supervised member: connected before ready, closed on the way out."""
+
+    def __init__(self, etcd: Etcd) -> None:
+        self.etcd = etcd
+
+    async def run(self, ready: asyncio.Event) -> None:
+        await self.etcd.connect()
+        ready.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.etcd.close()
