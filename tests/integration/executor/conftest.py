@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,7 +25,7 @@ from control.kit.clock import SystemClock
 from tests.integration.garden.helpers import assert_no_traces, backend_traces
 
 from .helpers import StackResolver
-from tests.slots import hold_slot
+from tests.slots import hold_slot, slot_dir
 
 EXECUTOR_TEST_ROOT = Path("/var/tmp/pydiego-executor-tests")
 FAST = {
@@ -44,12 +43,6 @@ CELLS_PER_RUN = 50
 PORTS_PER_CELL = 10  # host ports 30000-32499: below the ephemeral range, apart from garden's and rep's tests
 
 
-def _sweep(root: Path) -> None:
-    if root.is_dir():
-        for depot in sorted(root.glob("depot-*")):
-            asyncio.run(cleanup_all(depot))
-
-
 @pytest.fixture(scope="session")
 def executor_slot() -> Iterator[int]:
     with hold_slot(EXECUTOR_TEST_ROOT, SLOTS, "executor") as slot:
@@ -58,14 +51,8 @@ def executor_slot() -> Iterator[int]:
 
 @pytest.fixture(scope="session")
 def executor_root(executor_slot: int) -> Iterator[Path]:
-    root = EXECUTOR_TEST_ROOT / f"slot-{executor_slot}"
-    _sweep(root)
-    root.mkdir(parents=True, exist_ok=True)
-    try:
+    with slot_dir(EXECUTOR_TEST_ROOT / f"slot-{executor_slot}", "depot-*") as root:
         yield root
-    finally:
-        _sweep(root)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

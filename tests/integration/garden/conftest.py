@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from agents.garden import GardenConfig, RuncBackend, build_busybox_stack, cleanup_all
-from tests.slots import hold_slot
+from tests.slots import hold_slot, slot_dir, sweep_depots
 
 GARDEN_TEST_ROOT = Path("/var/tmp/pydiego-garden-tests")
 SLOTS = 5
@@ -26,13 +25,6 @@ BACKENDS_PER_RUN = 40
 PORTS_PER_BACKEND = 20  # host ports 61000-64999: above the ephemeral range (32768-60999)
 
 MakeConfig = Callable[..., GardenConfig]
-
-
-def _sweep(root: Path) -> None:
-    if not root.is_dir():
-        return
-    for depot in sorted(root.glob("depot-*")):
-        asyncio.run(cleanup_all(depot))
 
 
 @pytest.fixture(scope="session")
@@ -43,15 +35,9 @@ def garden_slot() -> Iterator[int]:
 
 @pytest.fixture(scope="session")
 def garden_root(garden_slot: int) -> Iterator[Path]:
-    root = GARDEN_TEST_ROOT / f"slot-{garden_slot}"
-    _sweep(GARDEN_TEST_ROOT)  # depots of the layout before slots
-    _sweep(root)
-    root.mkdir(parents=True, exist_ok=True)
-    try:
+    sweep_depots(GARDEN_TEST_ROOT, "depot-*")  # depots of the layout before slots
+    with slot_dir(GARDEN_TEST_ROOT / f"slot-{garden_slot}", "depot-*") as root:
         yield root
-    finally:
-        _sweep(root)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,11 +29,30 @@ from control.client.bbs_client import BBSClient
 from control.kit import tls
 from tests.integration.conftest import Certs, Daemon
 from tests.servers import EtcdServer, free_port
-from tests.slots import hold_slot
+from tests.slots import hold_slot, slot_dir
 
 ROOT = Path(__file__).resolve().parents[3]
 REP_TEST_ROOT = Path("/var/tmp/pydiego-rep-tests")
 _counter = itertools.count()
+
+
+def spawn_until_ping(module: str, config: Path, log: Path, http: Callable[[], httpx.Client],
+                     timeout: float) -> subprocess.Popen:  # type: ignore[type-arg]
+    """`python -m module --config config`, output appended to `log`; returns once /ping answers."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", module, "--config", str(config)],
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    with http() as client:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, f"{module} exited early:\n{log.read_text(errors='replace')[-4000:]}"
+            try:
+                if client.get("/ping").status_code == 200:
+                    return proc
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+    raise AssertionError(f"{module} not ready:\n{log.read_text(errors='replace')[-4000:]}")
 
 
 @dataclass
@@ -63,20 +82,8 @@ class RepDaemon:
 
     def start(self, timeout: float = 30) -> "RepDaemon":
         self.starts += 1
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "agents.rep", "--config", str(self.config_path)],
-                                         cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        with self.http() as client:
-            while time.monotonic() < deadline:
-                assert self.proc.poll() is None, f"rep exited early:\n{self.tail()}"
-                try:
-                    if client.get("/ping").status_code == 200:
-                        return self
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.05)
-        raise AssertionError(f"rep not ready:\n{self.tail()}")
+        self.proc = spawn_until_ping("agents.rep", self.config_path, self.log, self.http, timeout)
+        return self
 
     def tail(self, n: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
@@ -127,20 +134,8 @@ class AuctioneerDaemon:
         return httpx.Client(base_url=self.url, verify=ctx, timeout=10)
 
     def start(self, timeout: float = 20) -> "AuctioneerDaemon":
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "control.auctioneer", "--config", str(self.config_path)],
-                                         cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        with self.http() as client:
-            while time.monotonic() < deadline:
-                assert self.proc.poll() is None, f"auctioneer exited early:\n{self.log.read_text()[-3000:]}"
-                try:
-                    if client.get("/ping").status_code == 200:
-                        return self
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.05)
-        raise AssertionError(f"auctioneer not ready:\n{self.log.read_text()[-3000:]}")
+        self.proc = spawn_until_ping("control.auctioneer", self.config_path, self.log, self.http, timeout)
+        return self
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -171,20 +166,8 @@ def rep_slot() -> Iterator[int]:
 @pytest.fixture(scope="session")
 def rep_root(rep_slot: int) -> Iterator[Path]:
     """This run's directory (slot-<n>); leftovers of a killed run in the same slot are swept first."""
-    root = REP_TEST_ROOT / f"slot-{rep_slot}"
-    _sweep(root)
-    root.mkdir(parents=True, exist_ok=True)
-    try:
+    with slot_dir(REP_TEST_ROOT / f"slot-{rep_slot}", "*/garden") as root:
         yield root
-    finally:
-        _sweep(root)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _sweep(root: Path) -> None:
-    for depot in sorted(root.glob("*/garden")):
-        asyncio.run(cleanup_all(depot))
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
