@@ -49,17 +49,35 @@ class NullAuctioneer:
         log.info("auction-request-dropped", kind="task", count=len(requests), reason="no auctioneer configured")
 
 
-class HTTPAuctioneer:
-    def __init__(self, url: str, tls: ssl.SSLContext | None, timeout_s: float = 10.0) -> None:
-        self._url = url.rstrip("/")
+class PooledClient:
+    """One lazily made httpx client per peer kind (a TLS handshake per call costs milliseconds)."""
+
+    def __init__(self, tls: ssl.SSLContext | None, timeout_s: float) -> None:
         self._tls = tls
         self._timeout = timeout_s
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(verify=self._tls or True, timeout=self._timeout)
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+class HTTPAuctioneer(PooledClient):
+    def __init__(self, url: str, tls: ssl.SSLContext | None, timeout_s: float = 10.0) -> None:
+        super().__init__(tls, timeout_s)
+        self._url = url.rstrip("/")
 
     async def _post(self, path: str, body: list[dict[str, object]]) -> None:
         try:
-            async with httpx.AsyncClient(verify=self._tls or True, timeout=self._timeout) as client:
-                resp = await client.post(self._url + path, json=body)
-                resp.raise_for_status()
+            resp = await self.client.post(self._url + path, json=body)
+            resp.raise_for_status()
         except httpx.HTTPError as exc:
             log.warning("auction-request-failed", path=path, count=len(body), error=str(exc))
 
@@ -98,34 +116,24 @@ class LocatingAuctioneer(HTTPAuctioneer):
                 log.info("auction-request-dropped", path=path, count=len(body), reason="no active auctioneer")
                 return
             try:
-                async with httpx.AsyncClient(verify=self._tls or True, timeout=self._timeout) as client:
-                    resp = await client.post(self._url + path, json=body)
-                    resp.raise_for_status()
+                resp = await self.client.post(self._url + path, json=body)
+                resp.raise_for_status()
                 return
             except httpx.HTTPError as exc:
                 log.warning("auction-request-failed", path=path, count=len(body), url=self._url, error=str(exc))
 
 
-class HTTPRepClient:
+class HTTPRepClient(PooledClient):
     """Stop and cancel calls to reps, over one connection pool (a TLS handshake per call made
     removing an LRP with hundreds of instances take seconds)."""
 
     def __init__(self, tls: ssl.SSLContext | None, timeout_s: float = 10.0) -> None:
-        self._tls = tls
-        self._timeout = timeout_s
-        self._client: httpx.AsyncClient | None = None
+        super().__init__(tls, timeout_s)
 
     async def _post(self, cell: CellPresence, path: str) -> None:
         base = (cell.rep_url or f"http://{cell.rep_address}").rstrip("/")
-        if self._client is None:
-            self._client = httpx.AsyncClient(verify=self._tls or True, timeout=self._timeout)
-        resp = await self._client.post(base + path)
+        resp = await self.client.post(base + path)
         resp.raise_for_status()
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
     async def stop_lrp_instance(self, cell: CellPresence, process_guid: str, instance_guid: str) -> None:
         await self._post(cell, f"/v1/lrps/{process_guid}/instances/{instance_guid}/stop")

@@ -25,7 +25,7 @@ from .controllers.callbacks import CallbackWorker
 from .controllers.lrp_controller import LRPController
 from .controllers.task_controller import TaskController
 from .events.hub import EventHub
-from .peers import (AuctioneerClient, HTTPAuctioneer, HTTPRepClient, LocatingAuctioneer,
+from .peers import (AuctioneerClient, HTTPAuctioneer, HTTPRepClient, LocatingAuctioneer, PooledClient,
                     PresenceCellDirectory, RepClient)
 from .store.domain_store import DomainStore
 from .store.keys import Keys
@@ -66,14 +66,18 @@ class BBS:
         self.etcd = Etcd(cfg.etcd_endpoints, timeout_s=cfg.etcd_timeout.total_seconds())
         peer_tls = cfg.client_tls()
         self.coordinator = coordinator or build_coordinator(cfg.coordination_config, self.etcd)
+        self._owned_peers: list[PooledClient] = []  # made here, so closed here
         if auctioneer is None:
-            auctioneer = (HTTPAuctioneer(cfg.auctioneer_url, peer_tls) if cfg.auctioneer_url
-                          else LocatingAuctioneer(self.coordinator, peer_tls))
+            owned: HTTPAuctioneer = (HTTPAuctioneer(cfg.auctioneer_url, peer_tls) if cfg.auctioneer_url
+                                     else LocatingAuctioneer(self.coordinator, peer_tls))
+            self._owned_peers.append(owned)
+            auctioneer = owned
         self.name = cfg.instance_name or f"bbs-{socket.gethostname()}-{os.getpid()}"
         self.lock = LockMember(self.coordinator, "bbs", lock_value(self.name, cfg.url), self.etcd, cfg.key_prefix)
         self.cells = PresenceCellDirectory(self.coordinator)
-        self._owned_reps = HTTPRepClient(peer_tls) if reps is None else None
-        reps = reps or self._owned_reps
+        if reps is None:
+            reps = HTTPRepClient(peer_tls)
+            self._owned_peers.append(reps)
         self.lrps = LRPController(LRPStore(self.etcd, self.keys), auctioneer, reps, self.cells, self.clock, new_guid)
         self.callbacks: CallbackWorker
         self.tasks = TaskController(TaskStore(self.etcd, self.keys), auctioneer, reps, self.cells, self.clock,
@@ -97,5 +101,5 @@ class BBS:
         try:
             await run_members(self.members())
         finally:
-            if self._owned_reps is not None:
-                await self._owned_reps.aclose()
+            for peer in self._owned_peers:
+                await peer.aclose()

@@ -13,7 +13,7 @@ import structlog
 from control.bbs.controllers.callbacks import CallbackWorker
 from control.bbs.controllers.convergence import ConvergenceController
 from control.bbs.controllers.task_controller import TaskController
-from control.bbs.peers import (AuctioneerClient, HTTPAuctioneer, HTTPRepClient, LocatingAuctioneer,
+from control.bbs.peers import (AuctioneerClient, HTTPAuctioneer, HTTPRepClient, LocatingAuctioneer, PooledClient,
                                PresenceCellDirectory, RepClient)
 from control.bbs.store.domain_store import DomainStore
 from control.bbs.store.keys import Keys
@@ -54,6 +54,7 @@ class ConvergerProcess:
             auctioneer = (HTTPAuctioneer(cfg.auctioneer_url, peer_tls) if cfg.auctioneer_url
                           else LocatingAuctioneer(self.coordinator, peer_tls))
         reps = reps or HTTPRepClient(peer_tls, timeout_s=cfg.rep_timeout.total_seconds())
+        self._peers = [p for p in (auctioneer, reps) if isinstance(p, PooledClient)]  # closed by run()
         self.name = cfg.instance_name or f"converger-{socket.gethostname()}-{os.getpid()}"
         self.lock = LockMember(self.coordinator, "converger", lock_value(self.name, cfg.url), self.etcd,
                                cfg.key_prefix)
@@ -79,4 +80,8 @@ class ConvergerProcess:
     async def run(self) -> None:
         log.info("converger-starting", listen=self.cfg.listen_address, etcd=self.cfg.etcd_endpoints,
                  interval_s=self.cfg.interval.total_seconds())
-        await run_members(self.members())
+        try:
+            await run_members(self.members())
+        finally:
+            for peer in self._peers:
+                await peer.aclose()
